@@ -1,0 +1,131 @@
+"""The ``peersm`` command (DESIGN §10): argument parsing and dispatch only.
+
+Each command is a small function; the ones not built yet say so in one line and
+exit with status 3, so scripts can tell "not built" from "failed" (1) and "bad
+usage" (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from peer import __version__
+
+NOT_BUILT = 3
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "peersm"
+
+
+def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"peersm {name}: not built yet ({issue}).", file=sys.stderr)
+        return NOT_BUILT
+
+    return run
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from peer.demo import run_demo
+
+    return run_demo(peers=args.peers, megabytes=args.megabytes, hops=args.hops)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="peersm",
+        description=(
+            "Anonymous peer-to-peer file sharing and streaming over Tor-protocol onion circuits. "
+            "Every peer is an onion proxy, an onion router and an ORDB (rendezvous)."
+        ),
+        epilog="Data lives in --data (default: $XDG_DATA_HOME/peersm). Run 'peersm COMMAND --help' for details.",
+    )
+    p.add_argument("--version", action="version", version=f"peersm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_: str, run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(run=run)
+        return sp
+
+    up = add("up", "run a peer (OP + OR + ORDB) that joins through bridges and keeps its links",
+             _not_built("up", "peer links issue"))
+    up.add_argument("--data", type=Path, default=None, help="data directory")
+    up.add_argument("--bridge", action="append", default=[], help="bridge WebSocket URL (repeatable)")
+    up.add_argument("--listen", help="address to accept TLS links on")
+    up.add_argument("--links", type=int, default=8, help="links to keep, inbound and outbound (default 8)")
+    up.add_argument("--ice-allow", help="addresses WebRTC may reveal and use (comma separated)")
+    up.add_argument("--exit-policy", help="exit policy (default: no exit)")
+    up.add_argument("--ui", help="web UI address, 127.0.0.1:PORT")
+    up.add_argument("--socks", help="SOCKS5 listener, 127.0.0.1:PORT")
+    up.add_argument("--stable", action="store_true", help="persist a stable identity (eligible as a guard)")
+
+    demo = add("demo", "run a local network on this machine and move data through it anonymously", _cmd_demo)
+    demo.add_argument("--peers", type=int, default=6, help="peers in the local network (default 6)")
+    demo.add_argument("--megabytes", type=float, default=4.0, help="data to move (default 4 MB)")
+    demo.add_argument("--hops", type=int, default=3, help="circuit length (default 3)")
+
+    testnet = add("testnet", "start or stop a bridge and N peers as processes on loopback",
+                  _not_built("testnet", "anonymous share and get issue"))
+    testnet.add_argument("action", choices=["up", "down"])
+    testnet.add_argument("--peers", type=int, default=8)
+    testnet.add_argument("--dir", type=Path, required=False)
+    testnet.add_argument("--links", type=int, default=3)
+
+    share = add("share", "share a file; prints its link as the last line",
+                _not_built("share", "anonymous share and get issue"))
+    share.add_argument("file", type=Path)
+    share.add_argument("--encrypt", action="store_true", help="encrypt; the key travels only in the link")
+    share.add_argument("--data", type=Path, default=None)
+
+    get = add("get", "download a link anonymously ('-' reads the link from standard input)",
+              _not_built("get", "anonymous share and get issue"))
+    get.add_argument("link")
+    get.add_argument("-o", "--output", type=Path, default=None)
+    get.add_argument("--data", type=Path, default=None)
+
+    status = add("status", "show a running peer's links, circuits and transfers",
+                 _not_built("status", "peer links issue"))
+    status.add_argument("--data", type=Path, default=None)
+
+    bridge = add("bridge", "run a bridge: bootstrap and sealed WebRTC signalling over WebSocket",
+                 _not_built("bridge", "peer links issue"))
+    bridge.add_argument("--listen", default="127.0.0.1:0")
+
+    add("facilitator", "run an always-on peer that seeds, relays and bridges to BitTorrent",
+        _not_built("facilitator", "facilitators"))
+
+    tor = add("tor", "use our onion proxy on the Tor network (get URL, or a SOCKS5 proxy)",
+              _not_built("tor", "Tor network client issue"))
+    tor.add_argument("action", choices=["get", "socks"])
+    tor.add_argument("url", nargs="?")
+    tor.add_argument("--authority", action="append", default=[], help="HOST:DIRPORT=V3IDENT (repeatable)")
+    tor.add_argument("-o", "--output", type=Path, default=None)
+    tor.add_argument("--hops", type=int, default=3)
+    tor.add_argument("--listen", default="127.0.0.1:9050")
+    tor.add_argument("--data", type=Path, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The link handshake between our peers (DESIGN §3-4): CERTS carries the peer certificate.
+
+The identity key certifies the ntor and seal keys and the fingerprint of *this link's*
+DTLS/TLS certificate.  Each side checks that fingerprint against the one its own
+transport layer saw, so a signalling server or introducer cannot sit in the middle.
+The certificate is issued per link (aiortc makes a new DTLS certificate per connection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peer.crypto.cert import PeerCertificate, issue_peer_certificate
+from peer.crypto.identity import Identity, RandBytes
+from peer.crypto.keys import X25519KeyPair
+from peer.errors import CryptoError, HandshakeError, WireError
+from peer.proto.channel import HandshakeConfig
+from peer.proto.peerinfo import PeerInfo
+from peer.transport.base import Link
+from peer.wire.cells import CertEntry, Certs
+from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
+
+#: CERTS entry type of our peer certificate (a private type; tor uses 1-7).
+PEER_CERT_TYPE = 0xC8
+#: How long a per-link certificate is valid.
+CERT_LIFETIME = 24 * 3600
+
+
+class LinkAuthError(HandshakeError):
+    """The neighbour's certificate did not prove who it is on this link."""
+
+    kind = "link-auth"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerKeys:
+    """A peer's long-term keys: identity (signs), ntor onion key, seal key — all distinct."""
+
+    identity: Identity
+    ntor: X25519KeyPair
+    seal: X25519KeyPair
+
+    @classmethod
+    def generate(cls, randbytes: RandBytes) -> PeerKeys:
+        return cls(Identity.generate(randbytes), X25519KeyPair.generate(randbytes), X25519KeyPair.generate(randbytes))
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+    def link_specs(self) -> tuple[LinkSpecPeerNodeId, LinkSpecEd25519]:
+        return (LinkSpecPeerNodeId(self.node_id), LinkSpecEd25519(self.identity.public))
+
+
+def peer_handshake(keys: PeerKeys, link: Link, wall_clock: Callable[[], float]) -> HandshakeConfig:
+    """The handshake configuration for a link to another peer of ours."""
+    local_fp = link.local_cert_fingerprint
+    if local_fp is None:
+        raise LinkAuthError("the transport has no local certificate fingerprint to certify")
+    cert = issue_peer_certificate(
+        keys.identity, keys.ntor.public, keys.seal.public, local_fp, int(wall_clock()) + CERT_LIFETIME
+    )
+    ours = Certs((CertEntry(PEER_CERT_TYPE, cert.encode()),))
+
+    def validate(certs: Certs) -> PeerInfo:
+        entries = [c for c in certs.certs if c.cert_type == PEER_CERT_TYPE]
+        if len(entries) != 1:
+            raise LinkAuthError(f"expected one peer certificate, got {len(entries)}")
+        seen = link.peer_cert_fingerprint
+        if seen is None:
+            raise LinkAuthError("the transport did not report the remote certificate fingerprint")
+        try:
+            pc = PeerCertificate.decode(entries[0].body)
+            node_id = pc.verify(wall_clock(), expected_link_fingerprint=seen)
+        except (WireError, CryptoError) as exc:
+            raise LinkAuthError(f"peer certificate refused: {exc}") from exc
+        except HandshakeError as exc:
+            raise LinkAuthError(f"peer certificate refused: {exc}") from exc
+        if node_id == keys.node_id:
+            raise LinkAuthError("the link leads back to ourselves")
+        return PeerInfo(node_id, ed25519_id=pc.identity_key, ntor_key=pc.ntor_key, seal_key=pc.seal_key)
+
+    return HandshakeConfig(validate=validate, certs=ours)

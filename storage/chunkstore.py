@@ -1,0 +1,541 @@
+"""The chunk store: manifests, verified pieces and download state in SQLite (DESIGN §9; docs/storage.md).
+
+One :class:`ChunkStore` owns one database file, opened through aiosqlite in WAL
+mode with ``synchronous=NORMAL`` (``FULL`` on request).  It keeps two connections:
+a writer, serialised by an :class:`asyncio.Lock` so that transactions of different
+tasks never interleave, and a reader that only ever sees committed data.
+
+Crash safety (argued in docs/storage.md): every change is one ``BEGIN IMMEDIATE``
+... ``COMMIT`` transaction, a piece row and its bytes are always written together,
+and only pieces that verified are written, so a ``kill -9`` loses at most the
+batch in flight and never leaves a half-written or unverified piece.
+
+Importing and exporting files live in :mod:`storage.importer` and
+:mod:`storage.export`; this module holds the rest of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from peer.crypto.identity import RandBytes
+from peer.errors import StorageError, UsageError
+from storage import schema
+from storage.encryption import PieceCipher, decrypt_metadata
+from storage.errors import (
+    CorruptPiece,
+    DiskFullError,
+    KeyRequired,
+    PieceError,
+    PieceMissing,
+    ProofError,
+    SchemaError,
+    ShareNotFound,
+    StoreWriteError,
+)
+from storage.links import ShareLink
+from storage.manifest import DEFAULT_PIECE_SIZE, Manifest, parse_manifest
+from storage.merkle import MerkleProof, leaf_hash
+from storage.types import (
+    Bitfield,
+    ByteRange,
+    DownloadInfo,
+    DownloadState,
+    ImportResult,
+    Origin,
+    PutResult,
+    ShareInfo,
+    StoreStats,
+)
+
+Synchronous = Literal["NORMAL", "FULL"]
+PieceItem = tuple[int, bytes, MerkleProof | bytes]
+MAX_RANGE = 64 << 20  # largest read_range, bytes
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+
+
+def _mapped(exc: sqlite3.Error) -> StorageError:
+    code = getattr(exc, "sqlite_errorcode", 0) or 0
+    if code == _SQLITE_FULL:
+        return DiskFullError("the store is full (disk space or quota): free space, then retry")
+    if code & 0xFF == _SQLITE_IOERR:
+        return StoreWriteError(f"the store cannot write ({exc}): disk full, file-size limit or I/O error")
+    return StorageError(f"the store failed: {exc}")
+
+
+@dataclass(slots=True)
+class _Share:
+    id: int
+    manifest: Manifest
+    key: bytes | None
+    cipher: PieceCipher | None = None
+
+    def piece_cipher(self, key: bytes | None) -> PieceCipher | None:
+        """The cipher for this share's pieces, or None for a plain share; KeyRequired if unknown."""
+        m = self.manifest
+        if not m.encrypted:
+            return None
+        if key is not None and key != self.key:
+            decrypt_metadata(key, m.salt, m.meta)  # DecryptError early on a wrong key
+            return PieceCipher(key, m.salt, m.piece_count)
+        if self.key is None:
+            raise KeyRequired("this share is encrypted: its link key is needed")
+        if self.cipher is None:
+            self.cipher = PieceCipher(self.key, m.salt, m.piece_count)
+        return self.cipher
+
+
+def verify_pieces(manifest: Manifest, items: Iterable[PieceItem]) -> list[tuple[int, bytes, bytes, bytes]]:
+    """Check each (index, piece, proof) against the manifest; PieceError naming every bad index.
+
+    Returns (index, leaf hash, piece, encoded proof) for the good ones, first occurrence of an index only.
+    """
+    good: dict[int, tuple[int, bytes, bytes, bytes]] = {}
+    bad: dict[int, str] = {}
+    for index, piece, raw_proof in items:
+        try:
+            proof = raw_proof if isinstance(raw_proof, MerkleProof) else MerkleProof.decode(raw_proof)
+            if not 0 <= index < manifest.piece_count:
+                raise ProofError("index outside the share")
+            if proof.index != index or proof.count != manifest.piece_count:
+                raise ProofError("proof is for another piece or another tree")
+            if len(piece) != manifest.stored_piece_len(index):
+                raise ProofError(f"piece has {len(piece)} bytes, wants {manifest.stored_piece_len(index)}")
+            leaf = leaf_hash(piece)
+            if proof.root_for(leaf) != manifest.root:
+                raise ProofError("piece does not lead to the Merkle root")
+        except (ProofError, StorageError, ValueError) as exc:  # ProofFormatError is a ValueError
+            bad[index] = str(exc)
+            continue
+        good.setdefault(index, (index, leaf, bytes(piece), proof.encode()))
+    if bad:
+        raise PieceError(f"{len(bad)} piece(s) rejected, nothing of the batch stored: {sorted(bad)[:8]}", bad)
+    return list(good.values())
+
+
+class ChunkStore:
+    """The content store of one peer.  Create with ``await ChunkStore.open(path)``."""
+
+    def __init__(
+        self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, clock: Callable[[], float]
+    ) -> None:
+        self.path = path
+        self._w = writer
+        self._r = reader
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._shares: dict[bytes, _Share] = {}
+        self.batch_bytes = 4 << 20
+
+    # ----------------------------------------------------------------- life cycle
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        synchronous: Synchronous = "NORMAL",
+        *,
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> ChunkStore:
+        """Open (creating if needed, mode 0600) the store at ``path``; ``max_bytes`` caps the database size."""
+        if synchronous not in ("NORMAL", "FULL"):
+            raise UsageError("synchronous is NORMAL or FULL")
+        p = Path(path)
+        fresh = not p.exists() or p.stat().st_size == 0
+        if fresh:
+            os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            w = await aiosqlite.connect(p, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+        r: aiosqlite.Connection | None = None
+        try:
+            if fresh:
+                for pragma in schema.CREATE_PRAGMAS:
+                    await w.execute(pragma)
+            mode = await (await w.execute("PRAGMA journal_mode = WAL")).fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                raise StorageError("the store needs WAL mode")
+            for pragma in (f"PRAGMA synchronous = {synchronous}", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"):
+                await w.execute(pragma)
+            await cls._migrate(w)
+            r = await aiosqlite.connect(p, isolation_level=None)
+            await r.execute("PRAGMA busy_timeout = 10000")
+            await r.execute("PRAGMA query_only = ON")
+        except BaseException as exc:
+            await w.close()
+            if r is not None:
+                await r.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _mapped(exc) from exc
+            raise
+        store = cls(p, w, r, clock)
+        if max_bytes is not None:
+            await store.set_quota(max_bytes)
+        return store
+
+    @staticmethod
+    async def _migrate(w: aiosqlite.Connection) -> None:
+        row = await (await w.execute("PRAGMA user_version")).fetchone()
+        version = int(row[0]) if row else 0
+        if version > schema.LATEST:
+            raise SchemaError(f"store schema {version} is newer than this peersm ({schema.LATEST})")
+        for target in range(version + 1, schema.LATEST + 1):
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in schema.MIGRATIONS[target - 1]:
+                    await w.execute(stmt)
+                await w.execute(f"PRAGMA user_version = {target}")
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.rollback()
+                raise
+
+    async def close(self) -> None:
+        """Close both connections (a clean close checkpoints the WAL into the database)."""
+        await self._r.close()
+        await self._w.close()
+
+    async def __aenter__(self) -> ChunkStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def set_quota(self, max_bytes: int | None) -> None:
+        """Cap the database at ``max_bytes`` (None: no cap); writes past it raise DiskFullError."""
+        pages = 0x7FFF_FFFE if max_bytes is None else max(1, max_bytes // schema.PAGE_SIZE)
+        async with self._lock:
+            await self._w.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    # ----------------------------------------------------------------- plumbing
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; sqlite errors become typed StorageErrors and roll it back."""
+        async with self._lock:
+            try:
+                await self._w.execute("BEGIN IMMEDIATE")
+                yield self._w
+                await self._w.execute("COMMIT")
+            except BaseException as exc:
+                if self._w.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._w.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise _mapped(exc) from exc
+                raise
+
+    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return list(await self._r.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self._query(sql, params)
+        return rows[0] if rows else None
+
+    async def _share(self, hash_name: bytes) -> _Share:
+        share = self._shares.get(hash_name)
+        if share is not None:
+            return share
+        row = await self._one("SELECT id, manifest, link_key FROM shares WHERE hash_name = ?", (hash_name,))
+        if row is None:
+            raise ShareNotFound("no such share in the store")
+        share = _Share(row[0], parse_manifest(row[1], hash_name), row[2])
+        self._shares[hash_name] = share
+        return share
+
+    # ----------------------------------------------------------------- manifests
+    async def put_manifest(
+        self, data: bytes, *, expected_hash: bytes | None = None, key: bytes | None = None
+    ) -> Manifest:
+        """Verify a signed manifest and record the share as WANTED (idempotent); nothing written if it fails.
+
+        ``key`` (encrypted shares) is checked against the encrypted metadata and kept for export.
+        """
+        m = parse_manifest(data, expected_hash)
+        if key is not None and m.encrypted:
+            decrypt_metadata(key, m.salt, m.meta)
+        elif key is not None:
+            raise UsageError("a plain share has no key")
+        h = m.hash_name
+        async with self._tx() as w:
+            await w.execute(
+                "INSERT INTO shares(hash_name, manifest, origin, state, piece_count, have_count, link_key, added)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT(hash_name) DO UPDATE SET"
+                " link_key = coalesce(link_key, excluded.link_key)",
+                (
+                    h,
+                    data,
+                    int(Origin.DOWNLOADED),
+                    int(DownloadState.COMPLETE if m.piece_count == 0 else DownloadState.WANTED),
+                    m.piece_count,
+                    key,
+                    self._clock(),
+                ),
+            )
+        self._shares.pop(h, None)
+        return m
+
+    async def get_manifest(self, hash_name: bytes) -> bytes:
+        """The signed manifest bytes (what a requester verifies against the hash_name)."""
+        return (await self._share(hash_name)).manifest.encode()
+
+    async def manifest(self, hash_name: bytes) -> Manifest:
+        return (await self._share(hash_name)).manifest
+
+    # ----------------------------------------------------------------- pieces
+    async def put_pieces(self, hash_name: bytes, items: Iterable[PieceItem]) -> PutResult:
+        """Verify every (index, piece, proof) and store them in one transaction.
+
+        All or nothing: if any piece fails, PieceError lists the bad indexes (``exc.bad``)
+        and nothing of the batch is stored.  Pieces already stored are ignored.
+        """
+        share = await self._share(hash_name)
+        rows = await asyncio.to_thread(verify_pieces, share.manifest, list(items))
+        lo, _ = schema.share_range(share.id)
+        async with self._tx() as w:
+            if await (await w.execute("SELECT 1 FROM shares WHERE id = ?", (share.id,))).fetchone() is None:
+                raise ShareNotFound("the share was removed")
+            cur = await w.executemany(
+                "INSERT OR IGNORE INTO pieces(id, leaf, proof) VALUES (?, ?, ?)",
+                [(lo | i, leaf, proof) for i, leaf, _, proof in rows],
+            )
+            stored = cur.rowcount
+            await w.executemany(
+                "INSERT OR IGNORE INTO piece_data(id, data) VALUES (?, ?)", [(lo | i, d) for i, _, d, _ in rows]
+            )
+            await w.execute(
+                "UPDATE shares SET have_count = have_count + ?,"
+                " state = CASE WHEN have_count + ? >= piece_count THEN ? ELSE state END WHERE id = ?",
+                (stored, stored, int(DownloadState.COMPLETE), share.id),
+            )
+            row = await (await w.execute("SELECT have_count, piece_count FROM shares WHERE id = ?", (share.id,))).fetchone()
+        assert row is not None
+        return PutResult(stored, len(rows) - stored, row[0] >= row[1])
+
+    async def _drop_piece(self, share: _Share, index: int) -> None:
+        key = schema.piece_key(share.id, index)
+        async with self._tx() as w:
+            cur = await w.execute("DELETE FROM pieces WHERE id = ?", (key,))
+            await w.execute("DELETE FROM piece_data WHERE id = ?", (key,))
+            if cur.rowcount:
+                await w.execute(
+                    "UPDATE shares SET have_count = have_count - 1,"
+                    " state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?",
+                    (int(DownloadState.COMPLETE), int(DownloadState.WANTED), share.id),
+                )
+
+    async def _load(self, share: _Share, first: int, last: int) -> dict[int, bytes]:
+        """Stored, re-verified pieces ``first..last`` (inclusive); corrupt ones are dropped and left out."""
+        lo, _ = schema.share_range(share.id)
+        rows = await self._query(
+            "SELECT p.id, p.proof, d.data FROM pieces p JOIN piece_data d ON d.id = p.id"
+            " WHERE p.id BETWEEN ? AND ? AND p.proof IS NOT NULL",
+            (lo | first, lo | last),
+        )
+        out: dict[int, bytes] = {}
+        root = share.manifest.root
+        for key, proof, data in rows:
+            index = key & 0xFFFF_FFFF
+            try:
+                if MerkleProof.decode(proof).root_for(leaf_hash(data)) != root:
+                    raise ProofError("stored piece no longer verifies")
+            except (ProofError, ValueError):
+                await self._drop_piece(share, index)
+                continue
+            out[index] = data
+        return out
+
+    async def get_piece(self, hash_name: bytes, index: int) -> tuple[bytes, MerkleProof]:
+        """A stored piece (as stored: ciphertext for encrypted shares) and its proof, re-verified."""
+        share = await self._share(hash_name)
+        if not 0 <= index < share.manifest.piece_count:
+            raise UsageError(f"piece {index} outside the share")
+        row = await self._one(
+            "SELECT p.proof, d.data FROM pieces p JOIN piece_data d ON d.id = p.id WHERE p.id = ? AND p.proof IS NOT NULL",
+            (schema.piece_key(share.id, index),),
+        )
+        if row is None:
+            raise PieceMissing(f"piece {index} is not stored")
+        proof = MerkleProof.decode(row[0])
+        data: bytes = row[1]
+        if proof.root_for(leaf_hash(data)) != share.manifest.root:
+            await self._drop_piece(share, index)
+            raise CorruptPiece(f"stored piece {index} was corrupt and has been dropped")
+        return data, proof
+
+    async def have(self, hash_name: bytes) -> Bitfield:
+        share = await self._share(hash_name)
+        lo, hi = schema.share_range(share.id)
+        rows = await self._query(
+            "SELECT id FROM pieces WHERE id BETWEEN ? AND ? AND proof IS NOT NULL", (lo, hi)
+        )
+        return Bitfield.from_indices(share.manifest.piece_count, [r[0] & 0xFFFF_FFFF for r in rows])
+
+    async def read_range(self, hash_name: bytes, start: int, end: int, *, key: bytes | None = None) -> ByteRange:
+        """Verified (and decrypted) bytes of [start, end) in file offsets, up to the first missing piece."""
+        share = await self._share(hash_name)
+        m = share.manifest
+        end = min(end, m.size)
+        if not 0 <= start <= end or end - start > MAX_RANGE:
+            raise UsageError(f"bad range [{start}, {end}) (at most {MAX_RANGE} bytes within {m.size})")
+        if start == end:
+            return ByteRange(start, b"", ())
+        cipher = share.piece_cipher(key)
+        ps = m.piece_size
+        first, last = start // ps, (end - 1) // ps
+        pieces = await self._load(share, first, last)
+        out = bytearray()
+        missing: list[tuple[int, int]] = []
+        contiguous = True
+        for i in range(first, last + 1):
+            a, b = max(start, i * ps), min(end, (i + 1) * ps)
+            data = pieces.get(i)
+            if data is None:
+                contiguous = False
+                if missing and missing[-1][1] == a:
+                    missing[-1] = (missing[-1][0], b)
+                else:
+                    missing.append((a, b))
+                continue
+            if contiguous:
+                plain = cipher.decrypt(i, data) if cipher else data
+                out += plain[a - i * ps : b - i * ps]
+        return ByteRange(start, bytes(out), tuple(missing))
+
+    # ----------------------------------------------------------------- files
+    async def import_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encrypt: bool,
+        randbytes: RandBytes,
+        piece_size: int = DEFAULT_PIECE_SIZE,
+        name: str | None = None,
+        mime: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportResult:
+        """Import a local file in one pass (see :func:`storage.importer.import_file`)."""
+        from storage import importer
+
+        return await importer.import_file(
+            self, path, encrypt=encrypt, randbytes=randbytes, piece_size=piece_size, name=name, mime=mime, progress=progress
+        )
+
+    async def export(
+        self, hash_name: bytes, dest: str | os.PathLike[str], key: bytes | None = None
+    ) -> Path:
+        """Write the share's plaintext to a file atomically (see :func:`storage.export.export_share`)."""
+        from storage import export
+
+        return await export.export_share(self, hash_name, Path(dest), key)
+
+    # ----------------------------------------------------------------- shares
+    async def link(self, hash_name: bytes) -> ShareLink:
+        """The share link, with the key when we know it (the name only for plain shares)."""
+        share = await self._share(hash_name)
+        m = share.manifest
+        return ShareLink(hash_name, m.name or None, share.key if m.encrypted else None)
+
+    async def list(self) -> list[ShareInfo]:
+        rows = await self._query(
+            "SELECT s.hash_name, s.manifest, s.origin, s.state, s.seeding, s.piece_count, s.have_count,"
+            " s.link_key, i.name, i.mime, i.source_size, i.encrypt FROM shares s"
+            " LEFT JOIN imports i ON i.share_id = s.id ORDER BY s.id"
+        )
+        out = []
+        for h, raw, origin, state, seeding, count, have, key, iname, imime, isize, ienc in rows:
+            if raw is None:
+                out.append(
+                    ShareInfo(None, iname, imime, isize, count, have, DownloadState(state), bool(seeding), bool(ienc), Origin(origin))
+                )
+                continue
+            m = Manifest.decode(raw)
+            name, mime = (m.name, m.mime) if not m.encrypted else (None, None)
+            if m.encrypted and key is not None:
+                meta = decrypt_metadata(key, m.salt, m.meta)
+                name, mime = meta.name, meta.mime
+            out.append(
+                ShareInfo(h, name, mime, m.size, count, have, DownloadState(state), bool(seeding), m.encrypted, Origin(origin))
+            )
+        return out
+
+    async def remove(self, hash_name: bytes) -> None:
+        """Delete a share and its pieces; the space is reused by later writes (see :meth:`compact`)."""
+        share = await self._share(hash_name)
+        await self._remove_id(share.id)
+        self._shares.pop(hash_name, None)
+
+    async def _remove_id(self, share_id: int) -> None:
+        lo, hi = schema.share_range(share_id)
+        async with self._tx() as w:
+            await w.execute("DELETE FROM piece_data WHERE id BETWEEN ? AND ?", (lo, hi))
+            await w.execute("DELETE FROM pieces WHERE id BETWEEN ? AND ?", (lo, hi))
+            await w.execute("DELETE FROM shares WHERE id = ?", (share_id,))
+
+    async def compact(self, max_bytes: int | None = None) -> None:
+        """Give free pages back to the file system (all of them, or about ``max_bytes``)."""
+        pages = 0 if max_bytes is None else max(1, max_bytes // schema.PAGE_SIZE)
+        async with self._lock:
+            try:
+                await self._w.execute(f"PRAGMA incremental_vacuum({pages})")
+                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise _mapped(exc) from exc
+
+    async def stats(self) -> StoreStats:
+        row = await self._one(
+            "SELECT count(*), coalesce(sum(state = ?), 0), coalesce(sum(have_count), 0) FROM shares",
+            (int(DownloadState.COMPLETE),),
+        )
+        size = await self._one("SELECT coalesce(sum(length(data)), 0) FROM piece_data")
+        pages = await self._one("PRAGMA page_count")
+        free = await self._one("PRAGMA freelist_count")
+        return StoreStats(
+            row[0], row[1], row[2], size[0], pages[0] * schema.PAGE_SIZE, free[0] * schema.PAGE_SIZE
+        )
+
+    # ----------------------------------------------------------------- download state
+    async def set_download_state(self, hash_name: bytes, state: DownloadState) -> None:
+        """WANTED or PAUSED; a COMPLETE share stays COMPLETE."""
+        if state not in (DownloadState.WANTED, DownloadState.PAUSED):
+            raise UsageError("only WANTED and PAUSED can be set; COMPLETE follows from the pieces")
+        share = await self._share(hash_name)
+        async with self._tx() as w:
+            await w.execute(
+                "UPDATE shares SET state = ? WHERE id = ? AND state != ?",
+                (int(state), share.id, int(DownloadState.COMPLETE)),
+            )
+
+    async def set_seeding(self, hash_name: bytes, seeding: bool) -> None:
+        """Opt a share in or out of serving its pieces to others."""
+        share = await self._share(hash_name)
+        async with self._tx() as w:
+            await w.execute("UPDATE shares SET seeding = ? WHERE id = ?", (int(seeding), share.id))
+
+    async def get_download_state(self, hash_name: bytes) -> DownloadInfo:
+        share = await self._share(hash_name)
+        row = await self._one("SELECT state, seeding, have_count, piece_count FROM shares WHERE id = ?", (share.id,))
+        if row is None:
+            raise ShareNotFound("the share was removed")
+        return DownloadInfo(DownloadState(row[0]), bool(row[1]), row[2], row[3])
+
+    async def downloads(self, state: DownloadState = DownloadState.WANTED) -> list[bytes]:
+        """hash_names of the shares in ``state`` (e.g. what to resume fetching after a restart)."""
+        rows = await self._query(
+            "SELECT hash_name FROM shares WHERE state = ? AND hash_name IS NOT NULL ORDER BY id", (int(state),)
+        )
+        return [r[0] for r in rows]
