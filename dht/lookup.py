@@ -5,8 +5,8 @@ reports each outcome with :meth:`Lookup.on_reply` or :meth:`Lookup.on_timeout`.
 Unlike the ``kademlia`` package's crawler, which sends alpha queries and waits for
 every reply of the round, a new query goes out as soon as any reply or timeout
 frees one of the ``alpha`` slots, so one slow or dead contact never holds the
-lookup back.  The lookup is done when the ``k`` closest contacts that have not
-failed have all replied.  ``rounds`` is the longest referral chain that was
+lookup back.  The lookup is done when the ``k`` closest contacts that have neither
+failed nor stalled (gone past a fraction of the timeout) have all replied.  ``rounds`` is the longest referral chain that was
 followed (seed contacts are at depth 1).
 """
 
@@ -21,10 +21,17 @@ from .messages import Contact
 
 
 class QueryState(enum.Enum):
+    """Where one candidate stands in the lookup."""
+
     NEW = "new"
     IN_FLIGHT = "in-flight"
+    STALLED = "stalled"  # still in flight, but slow: its slot is free and the lookup may end without it
     REPLIED = "replied"
     FAILED = "failed"
+
+
+_OUT = frozenset({QueryState.FAILED, QueryState.STALLED})
+_ASKED = frozenset({QueryState.IN_FLIGHT, QueryState.STALLED})
 
 
 @dataclass(slots=True)
@@ -70,9 +77,7 @@ class Lookup:
             self._cands[c.node_id] = _Candidate(c, as_int(c.node_id) ^ self._target, depth)
 
     def _live_sorted(self) -> list[_Candidate]:
-        return sorted(
-            (c for c in self._cands.values() if c.state is not QueryState.FAILED), key=lambda c: c.distance
-        )
+        return sorted((c for c in self._cands.values() if c.state not in _OUT), key=lambda c: c.distance)
 
     @property
     def in_flight(self) -> int:
@@ -95,7 +100,7 @@ class Lookup:
 
     def on_reply(self, node_id: bytes, contacts: Iterable[Contact] = ()) -> None:
         cand = self._cands.get(node_id)
-        if cand is None or cand.state is not QueryState.IN_FLIGHT:
+        if cand is None or cand.state not in _ASKED:
             return
         cand.state = QueryState.REPLIED
         self.replies += 1
@@ -105,10 +110,16 @@ class Lookup:
     def on_timeout(self, node_id: bytes) -> None:
         """The query timed out or its reply was invalid: the contact is out of this lookup."""
         cand = self._cands.get(node_id)
-        if cand is None or cand.state is not QueryState.IN_FLIGHT:
+        if cand is None or cand.state not in _ASKED:
             return
         cand.state = QueryState.FAILED
         self.failures += 1
+
+    def on_stall(self, node_id: bytes) -> None:
+        """The query is slow: free its slot; a later reply or timeout is still taken."""
+        cand = self._cands.get(node_id)
+        if cand is not None and cand.state is QueryState.IN_FLIGHT:
+            cand.state = QueryState.STALLED
 
     @property
     def done(self) -> bool:

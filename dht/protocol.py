@@ -21,9 +21,9 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import umsgpack
+import umsgpack  # type: ignore[import-untyped]
 from rpcudp.protocol import RPCProtocol
 
 from peer.crypto.identity import RandBytes
@@ -154,7 +154,9 @@ class DhtProtocol(RPCProtocol):
         self.stats.bytes_sent += len(datagram)
         self.transport.sendto(datagram, addr)
 
-    def call(self, addr: Addr, name: str, payload: bytes, timeout: float | None = None) -> asyncio.Future[bytes | None]:
+    def call(
+        self, addr: Addr, name: str, payload: bytes, timeout: float | None = None
+    ) -> asyncio.Future[bytes | None]:
         """Send a request; the future gives the reply payload, or None on timeout or close."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes | None] = loop.create_future()
@@ -181,10 +183,3 @@ class DhtProtocol(RPCProtocol):
             self._late.popitem(last=False)
         if not pending.future.done():
             pending.future.set_result(None)
-
-
-@dataclass(slots=True)
-class _Unused:
-    """Placeholder to keep dataclass import used in type-only contexts."""
-
-    values: list[int] = field(default_factory=list)

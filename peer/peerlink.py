@@ -58,6 +58,16 @@ def peer_handshake(keys: PeerKeys, link: Link, wall_clock: Callable[[], float]) 
     local_fp = link.local_cert_fingerprint
     if local_fp is None:
         raise LinkAuthError("the transport has no local certificate fingerprint to certify")
+    return handshake_for(keys, local_fp, lambda: link.peer_cert_fingerprint, wall_clock)
+
+
+def handshake_for(
+    keys: PeerKeys,
+    local_fp: bytes,
+    remote_fp: Callable[[], bytes | None],
+    wall_clock: Callable[[], float],
+) -> HandshakeConfig:
+    """As :func:`peer_handshake`, with the fingerprints given directly (sans-I/O tests)."""
     cert = issue_peer_certificate(
         keys.identity, keys.ntor.public, keys.seal.public, local_fp, int(wall_clock()) + CERT_LIFETIME
     )
@@ -67,7 +77,7 @@ def peer_handshake(keys: PeerKeys, link: Link, wall_clock: Callable[[], float]) 
         entries = [c for c in certs.certs if c.cert_type == PEER_CERT_TYPE]
         if len(entries) != 1:
             raise LinkAuthError(f"expected one peer certificate, got {len(entries)}")
-        seen = link.peer_cert_fingerprint
+        seen = remote_fp()
         if seen is None:
             raise LinkAuthError("the transport did not report the remote certificate fingerprint")
         try:

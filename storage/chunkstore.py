@@ -17,6 +17,7 @@ Importing and exporting files live in :mod:`storage.importer` and
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import sqlite3
@@ -128,7 +129,11 @@ class ChunkStore:
     """The content store of one peer.  Create with ``await ChunkStore.open(path)``."""
 
     def __init__(
-        self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, clock: Callable[[], float]
+        self,
+        path: Path,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        clock: Callable[[], float],
     ) -> None:
         self.path = path
         self._w = writer
@@ -167,7 +172,11 @@ class ChunkStore:
             mode = await (await w.execute("PRAGMA journal_mode = WAL")).fetchone()
             if not mode or str(mode[0]).lower() != "wal":
                 raise StorageError("the store needs WAL mode")
-            for pragma in (f"PRAGMA synchronous = {synchronous}", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"):
+            for pragma in (
+                f"PRAGMA synchronous = {synchronous}",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA busy_timeout = 10000",
+            ):
                 await w.execute(pragma)
             await cls._migrate(w)
             r = await aiosqlite.connect(p, isolation_level=None)
@@ -315,14 +324,17 @@ class ChunkStore:
             )
             stored = cur.rowcount
             await w.executemany(
-                "INSERT OR IGNORE INTO piece_data(id, data) VALUES (?, ?)", [(lo | i, d) for i, _, d, _ in rows]
+                "INSERT OR IGNORE INTO piece_data(id, data) VALUES (?, ?)",
+                [(lo | i, d) for i, _, d, _ in rows],
             )
             await w.execute(
                 "UPDATE shares SET have_count = have_count + ?,"
                 " state = CASE WHEN have_count + ? >= piece_count THEN ? ELSE state END WHERE id = ?",
                 (stored, stored, int(DownloadState.COMPLETE), share.id),
             )
-            row = await (await w.execute("SELECT have_count, piece_count FROM shares WHERE id = ?", (share.id,))).fetchone()
+            row = await (
+                await w.execute("SELECT have_count, piece_count FROM shares WHERE id = ?", (share.id,))
+            ).fetchone()
         assert row is not None
         return PutResult(stored, len(rows) - stored, row[0] >= row[1])
 
@@ -385,7 +397,9 @@ class ChunkStore:
         )
         return Bitfield.from_indices(share.manifest.piece_count, [r[0] & 0xFFFF_FFFF for r in rows])
 
-    async def read_range(self, hash_name: bytes, start: int, end: int, *, key: bytes | None = None) -> ByteRange:
+    async def read_range(
+        self, hash_name: bytes, start: int, end: int, *, key: bytes | None = None
+    ) -> ByteRange:
         """Verified (and decrypted) bytes of [start, end) in file offsets, up to the first missing piece."""
         share = await self._share(hash_name)
         m = share.manifest
@@ -432,12 +446,17 @@ class ChunkStore:
         from storage import importer
 
         return await importer.import_file(
-            self, path, encrypt=encrypt, randbytes=randbytes, piece_size=piece_size, name=name, mime=mime, progress=progress
+            self,
+            path,
+            encrypt=encrypt,
+            randbytes=randbytes,
+            piece_size=piece_size,
+            name=name,
+            mime=mime,
+            progress=progress,
         )
 
-    async def export(
-        self, hash_name: bytes, dest: str | os.PathLike[str], key: bytes | None = None
-    ) -> Path:
+    async def export(self, hash_name: bytes, dest: str | os.PathLike[str], key: bytes | None = None) -> Path:
         """Write the share's plaintext to a file atomically (see :func:`storage.export.export_share`)."""
         from storage import export
 
@@ -460,7 +479,18 @@ class ChunkStore:
         for h, raw, origin, state, seeding, count, have, key, iname, imime, isize, ienc in rows:
             if raw is None:
                 out.append(
-                    ShareInfo(None, iname, imime, isize, count, have, DownloadState(state), bool(seeding), bool(ienc), Origin(origin))
+                    ShareInfo(
+                        None,
+                        iname,
+                        imime,
+                        isize,
+                        count,
+                        have,
+                        DownloadState(state),
+                        bool(seeding),
+                        bool(ienc),
+                        Origin(origin),
+                    )
                 )
                 continue
             m = Manifest.decode(raw)
@@ -469,7 +499,18 @@ class ChunkStore:
                 meta = decrypt_metadata(key, m.salt, m.meta)
                 name, mime = meta.name, meta.mime
             out.append(
-                ShareInfo(h, name, mime, m.size, count, have, DownloadState(state), bool(seeding), m.encrypted, Origin(origin))
+                ShareInfo(
+                    h,
+                    name,
+                    mime,
+                    m.size,
+                    count,
+                    have,
+                    DownloadState(state),
+                    bool(seeding),
+                    m.encrypted,
+                    Origin(origin),
+                )
             )
         return out
 
@@ -528,14 +569,17 @@ class ChunkStore:
 
     async def get_download_state(self, hash_name: bytes) -> DownloadInfo:
         share = await self._share(hash_name)
-        row = await self._one("SELECT state, seeding, have_count, piece_count FROM shares WHERE id = ?", (share.id,))
+        row = await self._one(
+            "SELECT state, seeding, have_count, piece_count FROM shares WHERE id = ?", (share.id,)
+        )
         if row is None:
             raise ShareNotFound("the share was removed")
         return DownloadInfo(DownloadState(row[0]), bool(row[1]), row[2], row[3])
 
-    async def downloads(self, state: DownloadState = DownloadState.WANTED) -> list[bytes]:
+    async def downloads(self, state: DownloadState = DownloadState.WANTED) -> builtins.list[bytes]:
         """hash_names of the shares in ``state`` (e.g. what to resume fetching after a restart)."""
         rows = await self._query(
-            "SELECT hash_name FROM shares WHERE state = ? AND hash_name IS NOT NULL ORDER BY id", (int(state),)
+            "SELECT hash_name FROM shares WHERE state = ? AND hash_name IS NOT NULL ORDER BY id",
+            (int(state),),
         )
         return [r[0] for r in rows]

@@ -82,7 +82,9 @@ class PieceCipher:
     def decrypt(self, index: int, ciphertext: bytes) -> bytes:
         self._check(index)
         try:
-            return self._aead.decrypt(piece_nonce(index), ciphertext, piece_aad(self._salt, index, self._count))
+            return self._aead.decrypt(
+                piece_nonce(index), ciphertext, piece_aad(self._salt, index, self._count)
+            )
         except InvalidTag as exc:
             raise DecryptError(f"piece {index} does not decrypt: wrong key or tampered") from exc
 

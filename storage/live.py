@@ -30,7 +30,10 @@ MAX_CLOCK_SKEW_MS = 60_000
 
 def _signed_part(hash_name: bytes, index: int, timestamp_ms: int, payload: bytes) -> bytes:
     return (
-        hash_name + index.to_bytes(8, "big") + timestamp_ms.to_bytes(8, "big") + hashlib.sha256(payload).digest()
+        hash_name
+        + index.to_bytes(8, "big")
+        + timestamp_ms.to_bytes(8, "big")
+        + hashlib.sha256(payload).digest()
     )
 
 
@@ -53,7 +56,9 @@ class LivePiece:
             raise LivePieceError("live piece: payload too large")
 
     @classmethod
-    def sign(cls, key: SigningKey, stream_name: str, index: int, timestamp_ms: int, payload: bytes) -> LivePiece:
+    def sign(
+        cls, key: SigningKey, stream_name: str, index: int, timestamp_ms: int, payload: bytes
+    ) -> LivePiece:
         hash_name = live_hash_name(key.public, stream_name)
         sig = key.sign(LIVE_PIECE_CONTEXT, _signed_part(hash_name, index, timestamp_ms, payload))
         return cls(hash_name, index, timestamp_ms, payload, sig)
@@ -74,7 +79,9 @@ class LivePiece:
 
     def encode(self) -> bytes:
         w = Writer().push_u8(LIVE_PIECE_VERSION).push_bytes(self.hash_name)
-        w.push_u64(self.index).push_u64(self.timestamp_ms).push_u32(len(self.payload)).push_bytes(self.payload)
+        w.push_u64(self.index).push_u64(self.timestamp_ms).push_u32(len(self.payload)).push_bytes(
+            self.payload
+        )
         return w.push_bytes(self.signature).getvalue()
 
     @classmethod

@@ -183,7 +183,11 @@ class Manifest:
                 raise ManifestError(f"manifest: unknown flag bits {flags_raw:#04x}")
             flags = Flags(flags_raw)
             size, piece_size, piece_count = r.pull_u64(), r.pull_u32(), r.pull_u32()
-            root, publisher, salt = r.pull_bytes(HASH_LEN), r.pull_bytes(ED25519_KEY_LEN), r.pull_bytes(SALT_LEN)
+            root, publisher, salt = (
+                r.pull_bytes(HASH_LEN),
+                r.pull_bytes(ED25519_KEY_LEN),
+                r.pull_bytes(SALT_LEN),
+            )
             created_day = r.pull_u32()
             name, mime, meta = "", "", b""
             if Flags.ENCRYPTED in flags:
@@ -197,7 +201,20 @@ class Manifest:
             raise
         except (WireError, UnicodeDecodeError) as exc:
             raise ManifestError(f"manifest: {exc}") from exc
-        return cls(size, piece_size, piece_count, root, publisher, flags, salt, created_day, name, mime, meta, signature)
+        return cls(
+            size,
+            piece_size,
+            piece_count,
+            root,
+            publisher,
+            flags,
+            salt,
+            created_day,
+            name,
+            mime,
+            meta,
+            signature,
+        )
 
 
 def parse_manifest(data: bytes, expected_hash: bytes | None = None) -> Manifest:

@@ -60,7 +60,9 @@ def path_length(index: int, count: int) -> int:
 def root_from_path(leaf: bytes, index: int, count: int, path: Sequence[bytes]) -> bytes:
     """Fold ``path`` into the root it proves for ``leaf`` at ``index``; raise ProofError on a bad shape."""
     if len(path) != path_length(index, count):
-        raise ProofError(f"proof for piece {index} of {count} has {len(path)} hashes, wants {path_length(index, count)}")
+        raise ProofError(
+            f"proof for piece {index} of {count} has {len(path)} hashes, wants {path_length(index, count)}"
+        )
     node = leaf
     it = iter(path)
     while count > 1:

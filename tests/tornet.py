@@ -22,6 +22,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,9 +31,10 @@ LOOPBACK = "127.0.0.1"
 N_AUTHORITIES = 3
 N_MIDDLES = 2
 N_EXITS = 1
-# Voting cadence: the first consensus after ~20 s, then one every 60 s (each valid 3 intervals).
+# Voting cadence: the first consensus after ~20 s, then one every 30 s (each valid 3 intervals:
+# a real-clock freshness check must happen within 90 s of the fetch).
 INITIAL_VOTING_INTERVAL = 20
-VOTING_INTERVAL = 60
+VOTING_INTERVAL = 30
 
 
 class TorNetError(RuntimeError):
@@ -163,12 +165,20 @@ class TorNet:
                 if node.role == "authority":
                     self._make_authority_keys(node)
             for node in self._nodes:
-                self._write_torrc(node)
                 if node.role in ("middle", "exit"):
+                    self._write_torrc(node)
                     node.fingerprint = self._list_fingerprint(node)
+            for node in self._nodes:  # authorities last known the exit fingerprints to vote Exit for
+                self._write_torrc(node)
+            # The client starts once a consensus lists every relay as Running: a client that saw an
+            # incomplete first consensus can take minutes to fetch the next one.
+            deadline = time.monotonic() + self.timeout
             for node in self._nodes:
-                self._launch(node)
-            self._wait_usable()
+                if node.role != "client":
+                    self._launch(node)
+            self._wait(deadline, self._consensus_ready, "a consensus listing every relay")
+            self._launch(self._client)
+            self._wait(deadline, self._client_bootstrapped, "the client bootstrapped to 100%")
         except BaseException:
             self.stop()
             raise
@@ -264,6 +274,9 @@ class TorNet:
             if n.role == "authority"
         ]
 
+    def _exit_fingerprints(self) -> str:
+        return ",".join(n.fingerprint for n in self._nodes if n.role == "exit" and n.fingerprint)
+
     def _write_torrc(self, node: _Node, *, with_authorities: bool = True) -> None:
         lines = [
             "TestingTorNetwork 1",
@@ -286,6 +299,7 @@ class TorNet:
                 f"SocksPort {LOOPBACK}:{node.socksport}",
                 f"ControlPort {LOOPBACK}:{node.controlport}",
                 "CookieAuthentication 0",
+                "ConfluxEnabled 0",
             ]
         else:
             lines += [
@@ -305,7 +319,7 @@ class TorNet:
                 f"TestingV3AuthInitialVotingInterval {INITIAL_VOTING_INTERVAL}",
                 "TestingV3AuthInitialVoteDelay 4",
                 "TestingV3AuthInitialDistDelay 4",
-                "TestingDirAuthVoteExit *",
+                f"TestingDirAuthVoteExit {self._exit_fingerprints()}",
                 "TestingDirAuthVoteGuard *",
                 "TestingDirAuthVoteHSDir *",
                 "TestingMinExitFlagThreshold 0",
@@ -407,15 +421,14 @@ class TorNet:
             return False
         return "PROGRESS=100" in reply
 
-    def _wait_usable(self) -> None:  # noqa: C901
-        deadline = time.monotonic() + self.timeout
+    def _wait(self, deadline: float, ready: Callable[[], bool], what: str) -> None:
         while time.monotonic() < deadline:
             self._check_alive()
-            if self._consensus_ready() and self._client_bootstrapped():
+            if ready():
                 return
-            time.sleep(1.0)
+            time.sleep(0.5)
         raise TorNetError(
-            f"the private tor network was not usable after {self.timeout:.0f} s; client log:\n"
+            f"private tor network: no {what} after {self.timeout:.0f} s; client log:\n"
             + self.log_of("client")[-3000:]
         )
 

@@ -64,7 +64,7 @@ class X25519KeyPair:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(peer_public))
         except ValueError as exc:  # OpenSSL refuses low-order points itself
             raise CryptoError("X25519 exchange gave an all-zero shared secret") from exc
-        if False:
+        if hmac.compare_digest(shared, _ZERO32):
             raise CryptoError("X25519 exchange gave an all-zero shared secret")
         return shared
 

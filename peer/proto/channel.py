@@ -235,6 +235,10 @@ class Channel:
         out: list[Cell] = []
         pos = 0
         n = len(view)
+        if self.state is ChannelState.AWAIT_VERSIONS and n >= 3 and view[2] != CellCommand.VERSIONS:
+            # tell garbage at once, without waiting for a whole cell of it
+            self.close("the first cell must be VERSIONS (garbage before the handshake)")
+            raise ChannelClosedError(self.close_reason)
         try:
             while pos < n:
                 if (

@@ -50,6 +50,10 @@ DEFAULT_RCVBUF = 4 * 1024 * 1024
 DEFAULT_SEND_BUFFER = 1024 * 1024
 #: Default limit of bytes received but not yet read before the link is closed.
 DEFAULT_RECV_QUEUE_LIMIT = 8 * 1024 * 1024
+#: Linux SO_RCVBUFFORCE (asm-generic/socket.h); Python's socket module does not export it.
+SO_RCVBUFFORCE: int | None = getattr(
+    socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None
+)
 #: Largest message a WebRtcLink sends or accepts (aiortc advertises 65,536).
 DEFAULT_MAX_MESSAGE_SIZE = 65536
 
@@ -324,10 +328,9 @@ def set_receive_buffer(sock: _SockOpts, size: int) -> RcvbufResult:
     ``SO_RCVBUF`` is silently capped there.  Linux reports twice the usable size.
     """
     forced = False
-    force_opt = getattr(socket, "SO_RCVBUFFORCE", None)
-    if force_opt is not None:
+    if SO_RCVBUFFORCE is not None:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, force_opt, size)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
             forced = True
         except OSError:
             forced = False

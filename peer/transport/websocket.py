@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 #: Largest message accepted (aiohttp's default is 4 MiB; cells are packed into ~16 KiB).
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_CONNECT_TIMEOUT = 30.0
+#: How long ``close`` waits for the remote's closing handshake (aiohttp's default is 10 s).
+DEFAULT_CLOSE_TIMEOUT = 2.0
 
 
 class WebSocketError(TransportError):
@@ -167,7 +169,14 @@ async def connect_websocket(
     client = session or aiohttp.ClientSession()
     try:
         ws = await asyncio.wait_for(
-            client.ws_connect(url, max_msg_size=max_message_size, autoping=True, ssl=ssl), timeout
+            client.ws_connect(
+                url,
+                max_msg_size=max_message_size,
+                autoping=True,
+                ssl=ssl,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=DEFAULT_CLOSE_TIMEOUT),
+            ),
+            timeout,
         )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         if own:
@@ -192,7 +201,9 @@ def websocket_handler(
     """
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=max_message_size, autoping=True)
+        ws = web.WebSocketResponse(
+            max_msg_size=max_message_size, autoping=True, timeout=DEFAULT_CLOSE_TIMEOUT
+        )
         await ws.prepare(request)
         link = WebSocketLink(ws, initiator=False, max_message_size=max_message_size)
         try:

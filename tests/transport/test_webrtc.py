@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from peer.errors import LinkClosed, UsageError
+from peer.errors import HandshakeError, LinkClosed, UsageError
 from peer.transport.base import Link
 from peer.transport.iceconfig import WebRtcConfig, candidate_lines, sdp_fingerprint_sha256
 from peer.transport.webrtc import (
@@ -309,13 +309,26 @@ async def test_tampered_fingerprint_is_refused_by_dtls() -> None:
     lines = [line for line in offer.splitlines() if not line.startswith("a=fingerprint:sha-3")]
     lines = [line for line in lines if not line.startswith("a=fingerprint:sha-5")]
     tampered = "\r\n".join(
-        f"a=fingerprint:sha-256 {fake}" if line.startswith("a=fingerprint:sha-256") else line for line in lines
+        f"a=fingerprint:sha-256 {fake}" if line.startswith("a=fingerprint:sha-256") else line
+        for line in lines
     )
     b, answer = await accept_offer(tampered + "\r\n", WebRtcConfig.loopback(B_ADDR))
-    results = await asyncio.gather(
-        pending.complete(answer, GUARD), b.wait_open(GUARD), return_exceptions=True
-    )
-    assert any(isinstance(r, WebRtcError) for r in results)
+    # b's DTLS layer refuses a's certificate; a then waits in vain (short timeout on its side).
+    results = await asyncio.gather(pending.complete(answer, 3.0), b.wait_open(GUARD), return_exceptions=True)
+    assert all(isinstance(r, WebRtcError) for r in results), results
+    assert "failed" in str(results[1])
+    assert b.closed and b.peer_cert_fingerprint is None
+    await b.close()
+    await pending.cancel()
+
+
+async def test_fingerprint_seen_by_dtls_must_equal_the_sdp_one() -> None:
+    """Our own check: the certificate DTLS saw is compared with the SDP fingerprint we were given."""
+    pending, offer = await create_offer(WebRtcConfig.loopback(A_ADDR))
+    b, answer = await accept_offer(offer, WebRtcConfig.loopback(B_ADDR))
+    b._set_remote_fingerprint(bytes(32))  # as if the SDP had named another certificate
+    results = await asyncio.gather(pending.complete(answer, 3.0), b.wait_open(GUARD), return_exceptions=True)
+    assert isinstance(results[1], HandshakeError), results
     assert b.closed and b.peer_cert_fingerprint is None
     await b.close()
     await pending.cancel()

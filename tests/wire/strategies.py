@@ -20,15 +20,24 @@ def fixed_bytes(n: int) -> st.SearchStrategy[bytes]:
 
 _KNOWN_LSTYPES = {int(t) for t in LinkSpecType}
 
-link_specs: st.SearchStrategy[linkspec.LinkSpec] = st.one_of(
-    st.builds(linkspec.LinkSpecIPv4, fixed_bytes(4), u16),
-    st.builds(linkspec.LinkSpecIPv6, fixed_bytes(16), u16),
-    st.builds(linkspec.LinkSpecLegacyId, fixed_bytes(20)),
-    st.builds(linkspec.LinkSpecEd25519, fixed_bytes(32)),
-    st.builds(linkspec.LinkSpecPeerNodeId, fixed_bytes(20)),
-    st.builds(linkspec.LinkSpecUnknown, u8.filter(lambda t: t not in _KNOWN_LSTYPES), st.binary(max_size=255)),
-)
-link_spec_lists = st.lists(link_specs, max_size=6).map(tuple)
+
+def link_specs(max_unknown: int = 255) -> st.SearchStrategy[linkspec.LinkSpec]:
+    return st.one_of(
+        st.builds(linkspec.LinkSpecIPv4, fixed_bytes(4), u16),
+        st.builds(linkspec.LinkSpecIPv6, fixed_bytes(16), u16),
+        st.builds(linkspec.LinkSpecLegacyId, fixed_bytes(20)),
+        st.builds(linkspec.LinkSpecEd25519, fixed_bytes(32)),
+        st.builds(linkspec.LinkSpecPeerNodeId, fixed_bytes(20)),
+        st.builds(
+            linkspec.LinkSpecUnknown,
+            u8.filter(lambda t: t not in _KNOWN_LSTYPES),
+            st.binary(max_size=max_unknown),
+        ),
+    )
+
+
+# small enough that an EXTEND2 always fits one relay cell (498 bytes)
+link_spec_lists = st.lists(link_specs(max_unknown=40), max_size=4).map(tuple)
 
 # --------------------------------------------------------------------------- cell messages
 
@@ -46,10 +55,14 @@ CELL_MESSAGES: dict[type, st.SearchStrategy[cells.CellMessage]] = {
         cells.Certs,
         st.lists(st.builds(cells.CertEntry, u8, st.binary(max_size=300)), max_size=6).map(tuple),
     ),
-    cells.AuthChallenge: st.builds(cells.AuthChallenge, fixed_bytes(32), st.lists(u16, max_size=10).map(tuple)),
+    cells.AuthChallenge: st.builds(
+        cells.AuthChallenge, fixed_bytes(32), st.lists(u16, max_size=10).map(tuple)
+    ),
     cells.Authenticate: st.builds(cells.Authenticate, u16, st.binary(max_size=400)),
     cells.Authorize: st.builds(cells.Authorize, st.binary(max_size=300)),
-    cells.Netinfo: st.builds(cells.Netinfo, u32, net_addresses, st.lists(net_addresses, max_size=5).map(tuple)),
+    cells.Netinfo: st.builds(
+        cells.Netinfo, u32, net_addresses, st.lists(net_addresses, max_size=5).map(tuple)
+    ),
     cells.PaddingNegotiate: st.builds(cells.PaddingNegotiate, u8, u8, u16, u16),
     cells.Create2: st.builds(cells.Create2, u16, st.binary(max_size=505)),
     cells.Created2: st.builds(cells.Created2, st.binary(max_size=507)),
@@ -97,7 +110,7 @@ RELAY_MESSAGES: dict[type, st.SearchStrategy[relay.RelayMessage]] = {
         st.builds(relay.Sendme.v1, fixed_bytes(20)),
         st.builds(relay.Sendme, u8.filter(lambda v: v != 1), st.binary(min_size=1, max_size=60)),
     ),
-    relay.Extend2: st.builds(relay.Extend2, link_spec_lists, u16, st.binary(max_size=200)),
+    relay.Extend2: st.builds(relay.Extend2, link_spec_lists, u16, st.binary(max_size=150)),
     relay.Extended2: st.builds(relay.Extended2, st.binary(max_size=300)),
     relay.Truncate: st.just(relay.Truncate()),
     relay.Truncated: st.builds(relay.Truncated, u8),

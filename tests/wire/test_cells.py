@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -85,7 +87,7 @@ def test_private_link_cells_layout() -> None:
 
 
 @pytest.mark.parametrize("cls", [FindPeer, FoundPeer, Introduce, Introduced])
-def test_private_cells_refuse_unknown_version(cls: type) -> None:
+def test_private_cells_refuse_unknown_version(cls: Any) -> None:
     payload = b"\x02" + bytes(40)
     with pytest.raises(UnknownVersion):
         cls.decode_payload(payload)
@@ -221,7 +223,7 @@ _var_payloads = st.binary(max_size=700) | st.binary(max_size=700).map(lambda b: 
 
 @pytest.mark.parametrize("cls", _CLASSES, ids=lambda c: c.__name__)
 @given(data=st.data())
-def test_message_round_trip(cls: type, data: st.DataObject) -> None:
+def test_message_round_trip(cls: Any, data: st.DataObject) -> None:
     msg = data.draw(CELL_MESSAGES[cls])
     cell = encode_message(msg, 0x80000001)
     wire = cell.encode()
@@ -235,7 +237,7 @@ def test_message_round_trip(cls: type, data: st.DataObject) -> None:
 
 @pytest.mark.parametrize("cls", _CLASSES, ids=lambda c: c.__name__)
 @given(data=st.data())
-def test_message_decoder_on_arbitrary_bytes(cls: type, data: st.DataObject) -> None:
+def test_message_decoder_on_arbitrary_bytes(cls: Any, data: st.DataObject) -> None:
     fixed = not is_variable(cls.CMD)
     payload = data.draw(fixed_payloads if fixed else _var_payloads)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -221,7 +222,13 @@ def test_relay_cell_round_trip(cell: RelayCell) -> None:
     payload = cell.encode()
     assert len(payload) == 509
     assert RelayCell.decode(payload) == cell
-    assert peek_header(payload) == (cell.command, cell.recognized, cell.stream_id, cell.digest, len(cell.data))
+    assert peek_header(payload) == (
+        cell.command,
+        cell.recognized,
+        cell.stream_id,
+        cell.digest,
+        len(cell.data),
+    )
 
 
 @given(st.binary(min_size=509, max_size=509) | st.binary(max_size=600))
@@ -254,7 +261,7 @@ _LENIENT = {BeginDir, Truncate, End, Sendme}
 
 @pytest.mark.parametrize("cls", _CLASSES, ids=lambda c: c.__name__)
 @given(data=st.data())
-def test_message_round_trip(cls: type, data: st.DataObject) -> None:
+def test_message_round_trip(cls: Any, data: st.DataObject) -> None:
     msg = data.draw(RELAY_MESSAGES[cls])
     body = msg.encode()
     assert decode_relay_message(cls.CMD, body) == msg
@@ -264,7 +271,7 @@ def test_message_round_trip(cls: type, data: st.DataObject) -> None:
 
 @pytest.mark.parametrize("cls", _CLASSES, ids=lambda c: c.__name__)
 @given(data=st.data())
-def test_message_decoder_on_arbitrary_bytes(cls: type, data: st.DataObject) -> None:
+def test_message_decoder_on_arbitrary_bytes(cls: Any, data: st.DataObject) -> None:
     # arbitrary bytes, and mutations of a valid body (truncated or extended)
     valid = data.draw(RELAY_MESSAGES[cls]).encode()
     body = data.draw(
