@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -100,6 +101,8 @@ class DhtConfig:
     verified_cache: int = 4096
     max_pages: int = 16  # record pages fetched from one contact per lookup
     bootstrap_lookups: int = 2  # random-target lookups after the self-lookup at bootstrap
+    bootstrap_attempts: int = 4
+    recv_buffer: int = 1 << 20  # SO_RCVBUF asked for; 0 = leave the system default
 
 
 @dataclass(slots=True)
@@ -124,6 +127,7 @@ class DhtNode:
         self._failures: dict[bytes, int] = {}
         self._verified_by: OrderedDict[Addr, None] = OrderedDict()
         self.lookup_stats = LookupStats()
+        self._bootstrap_addrs: list[tuple[str, int]] = []
         self.last_lookup: Lookup | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -172,11 +176,24 @@ class DhtNode:
             lambda: DhtProtocol(handler, randbytes, rtt), local_addr=(host, port)
         )
         self._transport, self._protocol = transport, protocol
+        self._set_buffers(transport)
         sockname = transport.get_extra_info("sockname")
         self._address: Addr = (sockname[0], sockname[1])
         self._spawn(self._maintenance())
         if bootstrap:
             await self.bootstrap(bootstrap)
+
+    def _set_buffers(self, transport: asyncio.DatagramTransport) -> None:
+        """Enlarge the receive buffer: a burst of 1,200-byte datagrams overflows the default."""
+        sock = transport.get_extra_info("socket")
+        want = self.config.recv_buffer
+        if sock is None or not want:
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
+            got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            if got < want:  # Linux reports twice what was granted; below want means capped by rmem_max
+                log.warning("DHT socket receive buffer capped at %d bytes (net.core.rmem_max)", got)
 
     def stop(self) -> None:
         """Close the socket and cancel background work (republishing, challenges)."""
@@ -251,12 +268,24 @@ class DhtNode:
     def _note_failure(self, contact: Contact, *, hard: bool = False) -> None:
         count = self._failures.get(contact.node_id, 0) + 1
         self._failures[contact.node_id] = count
-        if hard or count >= self.config.max_failures:
+        if hard or (count >= self.config.max_failures and self._can_evict(contact.node_id)):
             self._failures.pop(contact.node_id, None)
             if self.table.remove(contact.node_id):
                 log.debug("evicted an unresponsive contact")
             self.verified.discard(contact.addr)
             self._verified_by.pop(contact.addr, None)
+
+    def _can_evict(self, node_id: bytes) -> bool:
+        """Evict a silent contact when it has a replacement, or when the table can spare it.
+
+        A node whose own event loop or uplink is congested sees every contact time out;
+        emptying its table would cut it off for good (Kademlia keeps stale contacts
+        until something better is known, §2.2).
+        """
+        count = self._failures.get(node_id, 0)
+        if count >= 4 * self.config.max_failures or len(self.table) > self.config.k:
+            return True
+        return self.table.has_replacements(node_id)
 
     def _admit(self, contact: Contact) -> None:
         """Put a contact that proved its NodeID at its observed address into the table."""
@@ -521,24 +550,31 @@ class DhtNode:
         Returns the routing table size afterwards.
         """
 
-        async def ping(addr: tuple[str, int]) -> None:
+        self._bootstrap_addrs = [(h, p) for h, p in contacts]
+
+        async def ping(addr: tuple[str, int], timeout: float) -> bool:
             nonce = self._randbytes(NONCE_LEN)
             req = Request(self.node_id, Ping(), self.full_node, nonce).padded_to(_MAX_REPLY[MsgType.PING])
-            payload = await self.protocol.call((addr[0], addr[1]), RPC_NAMES[MsgType.PING], req.encode())
+            payload = await self.protocol.call((addr[0], addr[1]), RPC_NAMES[MsgType.PING], req.encode(), timeout)
             if payload is None:
-                return
+                return False
             try:
                 reply = Reply.decode(payload, MsgType.PING)
                 if reply.proof is None:
-                    return
+                    return False
                 check_proof(reply.proof, self.node_id, nonce, reply.responder)
             except PeerError:
-                return
+                return False
             contact = Contact(reply.responder, addr[0], addr[1])
             self.verified.add(contact.addr, contact.node_id)
             self._admit(contact)
+            return True
 
-        await asyncio.gather(*(ping(a) for a in contacts))
+        timeout = self.config.timeout_initial
+        for _ in range(self.config.bootstrap_attempts):  # a busy bootstrap node may drop a few
+            if any(await asyncio.gather(*(ping(a, timeout) for a in contacts))):
+                break
+            timeout = min(2 * timeout, self.config.timeout_max)
         await self.find_node(self.node_id)
         for _ in range(self.config.bootstrap_lookups):
             await self.find_node(random_id(self._rng))
@@ -552,6 +588,8 @@ class DhtNode:
             await asyncio.sleep(cfg.maintenance_interval * (0.75 + self._rng.random() / 2))
             self.store.expire(self._clock())
             with contextlib.suppress(PeerError):
+                if not len(self.table) and self._bootstrap_addrs:  # cut off: join again
+                    await self.bootstrap(self._bootstrap_addrs)
                 if loop.time() - last_publish >= cfg.republish_interval:
                     last_publish = loop.time()
                     await self.republish()

@@ -140,6 +140,9 @@ class DhtRoutingTable(RoutingTable):
         bucket = self.buckets[self.get_bucket_for(Node(node_id))]
         return to_contact(bucket.head()) if len(bucket) else None
 
+    def has_replacements(self, node_id: bytes) -> bool:
+        return bool(self.buckets[self.get_bucket_for(Node(node_id))].replacement_nodes)
+
     def get(self, node_id: bytes) -> Contact | None:
         node = self.buckets[self.get_bucket_for(Node(node_id))][node_id]
         return to_contact(node) if node is not None else None

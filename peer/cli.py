@@ -54,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(run=run)
         return sp
 
-    up = add("up", "run a peer (OP + OR + ORDB) that joins through bridges and keeps its links",
-             _not_built("up", "peer links issue"))
+    up = add(
+        "up",
+        "run a peer (OP + OR + ORDB) that joins through bridges and keeps its links",
+        _not_built("up", "peer links issue"),
+    )
     up.add_argument("--data", type=Path, default=None, help="data directory")
     up.add_argument("--bridge", action="append", default=[], help="bridge WebSocket URL (repeatable)")
     up.add_argument("--listen", help="address to accept TLS links on")
@@ -71,38 +74,59 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--megabytes", type=float, default=4.0, help="data to move (default 4 MB)")
     demo.add_argument("--hops", type=int, default=3, help="circuit length (default 3)")
 
-    testnet = add("testnet", "start or stop a bridge and N peers as processes on loopback",
-                  _not_built("testnet", "anonymous share and get issue"))
+    testnet = add(
+        "testnet",
+        "start or stop a bridge and N peers as processes on loopback",
+        _not_built("testnet", "anonymous share and get issue"),
+    )
     testnet.add_argument("action", choices=["up", "down"])
     testnet.add_argument("--peers", type=int, default=8)
     testnet.add_argument("--dir", type=Path, required=False)
     testnet.add_argument("--links", type=int, default=3)
 
-    share = add("share", "share a file; prints its link as the last line",
-                _not_built("share", "anonymous share and get issue"))
+    share = add(
+        "share",
+        "share a file; prints its link as the last line",
+        _not_built("share", "anonymous share and get issue"),
+    )
     share.add_argument("file", type=Path)
     share.add_argument("--encrypt", action="store_true", help="encrypt; the key travels only in the link")
     share.add_argument("--data", type=Path, default=None)
 
-    get = add("get", "download a link anonymously ('-' reads the link from standard input)",
-              _not_built("get", "anonymous share and get issue"))
+    get = add(
+        "get",
+        "download a link anonymously ('-' reads the link from standard input)",
+        _not_built("get", "anonymous share and get issue"),
+    )
     get.add_argument("link")
     get.add_argument("-o", "--output", type=Path, default=None)
     get.add_argument("--data", type=Path, default=None)
 
-    status = add("status", "show a running peer's links, circuits and transfers",
-                 _not_built("status", "peer links issue"))
+    status = add(
+        "status",
+        "show a running peer's links, circuits and transfers",
+        _not_built("status", "peer links issue"),
+    )
     status.add_argument("--data", type=Path, default=None)
 
-    bridge = add("bridge", "run a bridge: bootstrap and sealed WebRTC signalling over WebSocket",
-                 _not_built("bridge", "peer links issue"))
+    bridge = add(
+        "bridge",
+        "run a bridge: bootstrap and sealed WebRTC signalling over WebSocket",
+        _not_built("bridge", "peer links issue"),
+    )
     bridge.add_argument("--listen", default="127.0.0.1:0")
 
-    add("facilitator", "run an always-on peer that seeds, relays and bridges to BitTorrent",
-        _not_built("facilitator", "facilitators"))
+    add(
+        "facilitator",
+        "run an always-on peer that seeds, relays and bridges to BitTorrent",
+        _not_built("facilitator", "facilitators"),
+    )
 
-    tor = add("tor", "use our onion proxy on the Tor network (get URL, or a SOCKS5 proxy)",
-              _not_built("tor", "Tor network client issue"))
+    tor = add(
+        "tor",
+        "use our onion proxy on the Tor network (get URL, or a SOCKS5 proxy)",
+        _not_built("tor", "Tor network client issue"),
+    )
     tor.add_argument("action", choices=["get", "socks"])
     tor.add_argument("url", nargs="?")
     tor.add_argument("--authority", action="append", default=[], help="HOST:DIRPORT=V3IDENT (repeatable)")

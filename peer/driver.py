@@ -149,9 +149,15 @@ class NodeDriver:
         return self._clock()
 
     # ---- links ---------------------------------------------------------------------------
-    def add_link(self, link: Link, handshake: HandshakeConfig, *, liveness: LivenessConfig | None = None) -> int:
+    def add_link(
+        self, link: Link, handshake: HandshakeConfig, *, liveness: LivenessConfig | None = None
+    ) -> int:
         chan = self.node.add_channel(
-            initiator=link.initiator, handshake=handshake, now=self.now(), framed=link.framed, liveness=liveness
+            initiator=link.initiator,
+            handshake=handshake,
+            now=self.now(),
+            framed=link.framed,
+            liveness=liveness,
         )
         st = _ChanState(link)
         st.opened = self._loop.create_future()

@@ -43,7 +43,9 @@ class PeerKeys:
 
     @classmethod
     def generate(cls, randbytes: RandBytes) -> PeerKeys:
-        return cls(Identity.generate(randbytes), X25519KeyPair.generate(randbytes), X25519KeyPair.generate(randbytes))
+        return cls(
+            Identity.generate(randbytes), X25519KeyPair.generate(randbytes), X25519KeyPair.generate(randbytes)
+        )
 
     @property
     def node_id(self) -> bytes:

@@ -62,7 +62,9 @@ class Swarm:
                 node_id=keys.node_id,
                 ntor_keys={keys.ntor.public: keys.ntor},
                 randbytes=randbytes,
-                config=NodeConfig(exit_policy=exit_policy or ExitPolicy.reject_all(), auto_consume=auto_consume),
+                config=NodeConfig(
+                    exit_policy=exit_policy or ExitPolicy.reject_all(), auto_consume=auto_consume
+                ),
             )
             peers.append(SwarmPeer(i, keys, node, NodeDriver(node)))
         swarm = cls(peers, liveness)

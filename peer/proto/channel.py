@@ -158,7 +158,7 @@ class Channel:
         if self.state is ChannelState.CLOSED:
             return
         if len(payload) == 509 and command not in (7,) and command < 128:
-            data = (circ_id.to_bytes(4, "big") + bytes((command,)) + payload)
+            data = circ_id.to_bytes(4, "big") + bytes((command,)) + payload
         else:
             data = Cell(circ_id, command, payload).encode(self._circid_len)
         self._out.append(data)
@@ -247,7 +247,11 @@ class Channel:
                     and (view[pos + 4] in (3, 9))  # RELAY / RELAY_EARLY fast path
                 ):
                     out.append(
-                        Cell(int.from_bytes(view[pos : pos + 4], "big"), view[pos + 4], bytes(view[pos + 5 : pos + CELL_LEN]))
+                        Cell(
+                            int.from_bytes(view[pos : pos + 4], "big"),
+                            view[pos + 4],
+                            bytes(view[pos + 5 : pos + CELL_LEN]),
+                        )
                     )
                     pos += CELL_LEN
                     continue
@@ -277,7 +281,8 @@ class Channel:
         if self.state is not ChannelState.OPEN:
             if cmd not in HANDSHAKE_COMMANDS:
                 self._fail(f"cell {cmd} before the handshake completed")
-            return self._handshake_cell(cell, now)
+            self._handshake_cell(cell, now)
+            return None
         if cmd in CIRCUIT_COMMANDS:
             return cell
         if cmd in (CellCommand.PADDING, CellCommand.VPADDING, CellCommand.PADDING_NEGOTIATE):
@@ -310,7 +315,9 @@ class Channel:
                 if self._hs.certs is not None:
                     self.send_cell(0, CellCommand.CERTS, self._hs.certs.encode_payload(), now)
                 self._send_netinfo(now)
-                self.state = ChannelState.AWAIT_CERTS if self._hs.require_peer_certs else ChannelState.AWAIT_NETINFO
+                self.state = (
+                    ChannelState.AWAIT_CERTS if self._hs.require_peer_certs else ChannelState.AWAIT_NETINFO
+                )
             else:
                 self.state = ChannelState.AWAIT_CERTS
             return None

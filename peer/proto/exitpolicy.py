@@ -67,7 +67,9 @@ class ExitPolicy:
                 if not 1 <= lo <= hi <= 65535:
                     raise ValueError
             except ValueError:
-                raise UsageError(f"bad exit policy rule {item!r}: want 'accept|reject HOST:PORT[-PORT]|*'") from None
+                raise UsageError(
+                    f"bad exit policy rule {item!r}: want 'accept|reject HOST:PORT[-PORT]|*'"
+                ) from None
             rules.append(ExitRule(verb == "accept", host.strip("[]"), lo, hi))
         return cls(tuple(rules))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peer.crypto.keys import X25519KeyPair
 from peer.crypto.ntor import ntor_client_finish, ntor_client_start, ntor_server
@@ -76,7 +76,7 @@ class CircuitViolation(Exception):
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    exit_policy: ExitPolicy = ExitPolicy.reject_all()
+    exit_policy: ExitPolicy = field(default_factory=ExitPolicy.reject_all)
     #: When False the driver calls :meth:`OnionNode.stream_consumed` as the app reads, and
     #: stream SENDMEs wait for it (end-to-end back-pressure).
     auto_consume: bool = True
@@ -173,7 +173,9 @@ class OnionNode:
             return
         for (c, _cid), handle in list(self._route.items()):
             if c == chan:
-                self._destroy(handle, DestroyReason.CHANNEL_CLOSED, f"channel closed: {reason}", skip_chan=chan)
+                self._destroy(
+                    handle, DestroyReason.CHANNEL_CLOSED, f"channel closed: {reason}", skip_chan=chan
+                )
         self._events.append(ev.ChannelClosed(chan, reason))
 
     def pop_messages(self, chan: int, max_bytes: int = 16 * 1024) -> list[bytes]:
@@ -197,8 +199,9 @@ class OnionNode:
                 except ChannelClosedError:
                     self._channel_gone(chan, ch.close_reason)
 
-    def channel_for_peer(self, *, node_id: bytes | None = None, ed25519_id: bytes | None = None,
-                         rsa_id: bytes | None = None) -> int | None:
+    def channel_for_peer(
+        self, *, node_id: bytes | None = None, ed25519_id: bytes | None = None, rsa_id: bytes | None = None
+    ) -> int | None:
         """An open channel whose proven identity matches every identity given."""
         if node_id is None and ed25519_id is None and rsa_id is None:
             return None
@@ -274,8 +277,9 @@ class OnionNode:
         if ch is not None:
             ch.send_relay_cells(circ.prev_id, RELAY, [p], self._now)
 
-    def _send_from_edge(self, circ: OriginCircuit | RelayCircuit, hop: int, command: int, sid: int,
-                        data: bytes) -> None:
+    def _send_from_edge(
+        self, circ: OriginCircuit | RelayCircuit, hop: int, command: int, sid: int, data: bytes
+    ) -> None:
         if isinstance(circ, OriginCircuit):
             self._op_send(circ, hop, command, sid, data)
         else:
@@ -355,8 +359,13 @@ class OnionNode:
         if st.state is not StreamState.CONNECTING:
             return
         st.state = StreamState.OPEN
-        self._send_from_edge(circ, hop, RelayCommand.CONNECTED, stream_id,
-                             Connected(address, 300 if address else None).encode())
+        self._send_from_edge(
+            circ,
+            hop,
+            RelayCommand.CONNECTED,
+            stream_id,
+            Connected(address, 300 if address else None).encode(),
+        )
         self._pump(circ, edge, hop, st)
 
     def exit_failed(self, handle: int, stream_id: int, reason: int) -> None:
@@ -404,8 +413,9 @@ class OnionNode:
                 break
             self._pump(circ, edge, hop, st)
 
-    def _maybe_stream_sendme(self, circ: OriginCircuit | RelayCircuit, hop: int, st: Stream,
-                             force: bool = False) -> None:
+    def _maybe_stream_sendme(
+        self, circ: OriginCircuit | RelayCircuit, hop: int, st: Stream, force: bool = False
+    ) -> None:
         if st.state is not StreamState.OPEN and st.state is not StreamState.CONNECTING:
             return
         while (
@@ -421,7 +431,7 @@ class OnionNode:
         cmd = cell.command
         cid = cell.circ_id
         handle = self._route.get((chan, cid))
-        if cmd == RELAY or cmd == RELAY_EARLY:
+        if cmd in (RELAY, RELAY_EARLY):
             if handle is None:
                 return  # a cell for a circuit we no longer know: drop (it may be in flight)
             circ = self.circuits[handle]
@@ -445,14 +455,17 @@ class OnionNode:
             # decoded, never used: CREATE_FAST loses forward secrecy, TAP is gone (DESIGN §5)
             if handle is not None:
                 raise _ChannelViolation("CREATE on a circuit id already in use")
-            ch.send_cell(cid, CellCommand.DESTROY, Destroy(DestroyReason.PROTOCOL).encode_payload(), self._now)
+            ch.send_cell(
+                cid, CellCommand.DESTROY, Destroy(DestroyReason.PROTOCOL).encode_payload(), self._now
+            )
         elif cmd == CellCommand.CREATED2:
             self._on_created2(chan, cell, handle)
         elif cmd == CellCommand.DESTROY:
             if handle is not None:
                 reason = cell.payload[0] if cell.payload else 0
-                self._destroy(handle, DestroyReason.DESTROYED, "destroyed by peer", from_chan=chan,
-                              remote_reason=reason)
+                self._destroy(
+                    handle, DestroyReason.DESTROYED, "destroyed by peer", from_chan=chan, remote_reason=reason
+                )
         elif handle is not None:  # CREATED / CREATED_FAST on our circuits: unexpected
             self._destroy(handle, DestroyReason.PROTOCOL, f"unexpected cell {cmd}")
 
@@ -470,7 +483,9 @@ class OnionNode:
                 raise HandshakeError(f"unsupported handshake type {msg.htype}")
             reply, keys = ntor_server(msg.hdata, self.node_id, self._ntor_keys, self._rand)
         except (WireError, HandshakeError):
-            ch.send_cell(cid, CellCommand.DESTROY, Destroy(DestroyReason.PROTOCOL).encode_payload(), self._now)
+            ch.send_cell(
+                cid, CellCommand.DESTROY, Destroy(DestroyReason.PROTOCOL).encode_payload(), self._now
+            )
             return
         h = self._new_handle()
         self.circuits[h] = RelayCircuit(handle=h, prev_chan=chan, prev_id=cid, edge=Edge(RelayCrypto(keys)))
@@ -688,8 +703,16 @@ class OnionNode:
         self._events.append(ev.ExitConnectRequested(circ.handle, sid, host, msg.port))
 
     # ---- teardown -------------------------------------------------------------------------------
-    def _destroy(self, handle: int, reason: int, message: str, *, from_chan: int | None = None,
-                 skip_chan: int | None = None, remote_reason: int | None = None) -> None:
+    def _destroy(
+        self,
+        handle: int,
+        reason: int,
+        message: str,
+        *,
+        from_chan: int | None = None,
+        skip_chan: int | None = None,
+        remote_reason: int | None = None,
+    ) -> None:
         circ = self.circuits.pop(handle, None)
         if circ is None:
             return

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from peer.peerlink import PeerKeys, handshake_for
 from peer.proto import events as ev
+from peer.proto.channel import LivenessConfig
 from peer.proto.circuit import HopSpec
 from peer.proto.exitpolicy import ExitPolicy
 from peer.proto.node import NodeConfig, OnionNode
-from peer.proto.channel import LivenessConfig
 
 WALL = 1_800_000_000.0
 
@@ -39,8 +39,14 @@ class TNode:
 
 
 class Net:
-    def __init__(self, n: int, seed: int = 1, *, exit_policy: str = "accept 127.0.0.1:*",
-                 liveness: LivenessConfig | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 1,
+        *,
+        exit_policy: str = "accept 127.0.0.1:*",
+        liveness: LivenessConfig | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.now = 1000.0
         self.liveness = liveness
@@ -64,12 +70,16 @@ class Net:
         fa, fb = self.rng.randbytes(32), self.rng.randbytes(32)
         seen_a = fp_seen_by_i if fp_seen_by_i is not None else fb
         ca = a.node.add_channel(
-            initiator=True, handshake=handshake_for(a.keys, fa, lambda: seen_a, lambda: WALL),
-            now=self.now, liveness=self.liveness,
+            initiator=True,
+            handshake=handshake_for(a.keys, fa, lambda: seen_a, lambda: WALL),
+            now=self.now,
+            liveness=self.liveness,
         )
         cb = b.node.add_channel(
-            initiator=False, handshake=handshake_for(b.keys, fb, lambda: fa, lambda: WALL),
-            now=self.now, liveness=self.liveness,
+            initiator=False,
+            handshake=handshake_for(b.keys, fb, lambda: fa, lambda: WALL),
+            now=self.now,
+            liveness=self.liveness,
         )
         self.wires[(i, ca)] = (j, cb)
         self.wires[(j, cb)] = (i, ca)

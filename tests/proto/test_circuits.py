@@ -110,7 +110,7 @@ def test_window_overrun_by_a_peer_loses_the_circuit() -> None:
     net = Net(3)
     net.mesh()
     circ = net.build(0, [1, 2])
-    sid, xc = net.open_exit_stream(0, circ, 2)
+    sid, _xc = net.open_exit_stream(0, circ, 2)
     opc = net.nodes[0].node.circuits[circ]
     assert isinstance(opc, OriginCircuit)
     # a misbehaving OP that ignores its package window
@@ -174,7 +174,13 @@ def test_create_fast_gets_destroy_protocol() -> None:
     net.mesh()
     ch = net.nodes[0].node.channels[net.chan[(0, 1)]]
     got: list[bytes] = []
-    net.tap = lambda i, c, m: (got.append(m) or m) if i == 1 else m
+
+    def tap(i: int, c: int, m: bytes) -> bytes:
+        if i == 1:
+            got.append(m)
+        return m
+
+    net.tap = tap
     ch.send_cell(0x80000001, CellCommand.CREATE_FAST, b"\x01" * 20, net.now)
     net.pump()
     assert any(m[4] == CellCommand.DESTROY and m[5] == DestroyReason.PROTOCOL for m in got)

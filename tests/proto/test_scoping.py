@@ -109,12 +109,10 @@ def test_garbage_before_the_handshake_closes_the_channel() -> None:
     assert_other_finishes(net, b)
 
 
-
-
 def test_wrong_cell_length_closes_the_channel_and_its_circuits() -> None:
     net = Net(5)
     net.mesh()
-    a, b = two_circuits(net)
+    _a, b = two_circuits(net)
     c = net.build(4, [1, 2])  # a circuit on the channel 4 <-> 1
     chan_at_1 = net.chan[(1, 4)]
     net.nodes[1].node.channel_receive(chan_at_1, b"\x80\x00\x00\x01\x03" + bytes(300), net.now)
@@ -147,7 +145,9 @@ def test_create2_on_a_circuit_id_in_use_closes_the_channel() -> None:
     node4 = net.nodes[4].node
     oc = node4.circuits[c]
     assert isinstance(oc, OriginCircuit)
-    node4.channels[oc.chan].send_cell(oc.circ_id, CellCommand.CREATE2, b"\x00\x02\x00\x54" + bytes(84), net.now)
+    node4.channels[oc.chan].send_cell(
+        oc.circ_id, CellCommand.CREATE2, b"\x00\x02\x00\x54" + bytes(84), net.now
+    )
     net.pump()
     closed = net.nodes[1].take(ev.ChannelClosed)
     assert closed and "in use" in closed[0].reason

@@ -39,8 +39,7 @@ async def server() -> AsyncIterator[Server]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    port = sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     srv.url = f"ws://127.0.0.1:{port}/link"
     yield srv
     await runner.cleanup()

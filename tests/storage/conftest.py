@@ -1,0 +1,42 @@
+"""Fixtures for the storage tests: stores in tmp_path and deterministic source files."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from storage import ChunkStore
+
+
+def write_file(path: Path, size: int, seed: int) -> Path:
+    """A file of ``size`` pseudo-random bytes (seeded), written in 4 MiB chunks."""
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 << 20)
+            f.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+@pytest.fixture
+def rand() -> Callable[[int], bytes]:
+    return random.Random(1234).randbytes
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    s = await ChunkStore.open(tmp_path / "store.db")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def peer_store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    s = await ChunkStore.open(tmp_path / "peer.db")
+    yield s
+    await s.close()
