@@ -65,11 +65,11 @@ def prefix16(host: str) -> str:
     Used for the per-/16 limits of k-buckets and record sets (DESIGN §8).  An IPv6
     address is grouped by its /32, the usual size of one operator's allocation.
     """
+    parts = host.split(".")
+    if len(parts) == 4:
+        return f"{parts[0]}.{parts[1]}"
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
         return host
-    if isinstance(addr, ipaddress.IPv4Address):
-        a, b, _, _ = addr.packed
-        return f"{a}.{b}"
     return addr.packed[:4].hex()

@@ -25,7 +25,7 @@ that receives at the address the challenge was sent to learns the nonce.
 from __future__ import annotations
 
 import enum
-import ipaddress
+import socket  # inet_pton/inet_ntop only: address conversion, no I/O
 from dataclasses import dataclass, replace
 
 from peer.crypto.identity import ED25519_KEY_LEN, ED25519_SIG_LEN, Identity, node_id_of, verify
@@ -81,12 +81,16 @@ class Contact:
         return (self.host, self.port)
 
     def encode(self, w: Writer) -> None:
-        w.push_bytes(self.node_id).push_bytes(ipaddress.IPv4Address(self.host).packed).push_u16(self.port)
+        try:
+            packed = socket.inet_pton(socket.AF_INET, self.host)
+        except OSError as exc:
+            raise UsageError("a DHT contact has an IPv4 address") from exc
+        w.push_bytes(self.node_id).push_bytes(packed).push_u16(self.port)
 
     @classmethod
     def decode(cls, r: Reader) -> Contact:
         node_id = r.pull_bytes(ID_LEN)
-        host = str(ipaddress.IPv4Address(r.pull_bytes(4)))
+        host = socket.inet_ntop(socket.AF_INET, r.pull_bytes(4))
         port = r.pull_u16()
         if port == 0:
             raise WireError("contact: port 0")

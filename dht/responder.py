@@ -106,8 +106,10 @@ class Responder:
     full_node: bool = True
     stats: ResponderStats = field(default_factory=ResponderStats)
     node_id: bytes = b""
+    public: bytes = b""
 
     def __post_init__(self) -> None:
+        self.public = self.identity.public
         self.node_id = self.identity.node_id
 
     def handle(self, payload: bytes, addr: Addr, size: int, now: float) -> bytes | None:
@@ -129,7 +131,7 @@ class Responder:
             else:
                 self.stats.challenges += 1
                 self.challenge(addr, req.sender)
-        proof = make_proof(self.identity, req.sender, req.nonce) if req.nonce is not None else None
+        proof = make_proof(self.identity, req.sender, req.nonce, public=self.public) if req.nonce is not None else None
         budget = MAX_PAYLOAD - REPLY_HEADER - (PROOF_LEN if proof else 0)
         body = self._answer(req, addr, now, budget)
         reply = Reply(self.node_id, body, proof, verified_you=known)

@@ -98,13 +98,21 @@ def parse_key_cert(text: str, now: float) -> AuthorityKeyCert:
         raise AuthorityCertError("not a version 3 authority key certificate")
     if certification is None:
         raise AuthorityCertError("authority key certificate is not signed")
-    for needed in ("fingerprint", "dir-key-published", "dir-key-expires", "dir-identity-key", "dir-signing-key"):
+    for needed in (
+        "fingerprint",
+        "dir-key-published",
+        "dir-key-expires",
+        "dir-identity-key",
+        "dir-signing-key",
+    ):
         if needed not in fields:
             raise AuthorityCertError(f"authority key certificate lacks {needed}")
     if "dir-key-crosscert" not in fields:
         raise AuthorityCertError("authority key certificate lacks dir-key-crosscert")
     try:
-        fingerprint = hex_decode(fields["fingerprint"][0][0] if fields["fingerprint"][0] else "", 20, "fingerprint")
+        fingerprint = hex_decode(
+            fields["fingerprint"][0][0] if fields["fingerprint"][0] else "", 20, "fingerprint"
+        )
         published = parse_time(*_two(fields["dir-key-published"][0]), "dir-key-published")
         expires = parse_time(*_two(fields["dir-key-expires"][0]), "dir-key-expires")
     except DocumentError as exc:

@@ -224,7 +224,12 @@ def _one_of_each(certs: Certs) -> dict[int, bytes]:
         if entry.cert_type in found:
             raise BadRelayCerts(f"CERTS has more than one certificate of type {entry.cert_type}")
         found[entry.cert_type] = entry.body
-    for needed in (CERTTYPE_RSA1024_ID_ID, CERTTYPE_ED_ID_SIGN, CERTTYPE_ED_SIGN_LINK, CERTTYPE_RSA1024_ID_EDID):
+    for needed in (
+        CERTTYPE_RSA1024_ID_ID,
+        CERTTYPE_ED_ID_SIGN,
+        CERTTYPE_ED_SIGN_LINK,
+        CERTTYPE_RSA1024_ID_EDID,
+    ):
         if needed not in found:
             raise BadRelayCerts(f"CERTS lacks a certificate of type {needed}")
     return found
@@ -257,7 +262,9 @@ def _ed_cert(body: bytes, cert_type: int, key_type: int) -> Ed25519Cert:
     except WireError as exc:
         raise BadRelayCerts(f"type-{cert_type} certificate does not decode: {exc}") from exc
     if cert.cert_type != cert_type or cert.key_type != key_type:
-        raise BadRelayCerts(f"type-{cert_type} certificate has type {cert.cert_type}/key type {cert.key_type}")
+        raise BadRelayCerts(
+            f"type-{cert_type} certificate has type {cert.cert_type}/key type {cert.key_type}"
+        )
     return cert
 
 

@@ -132,7 +132,7 @@ def _kv_ints(args: Sequence[str], what: str) -> dict[str, int]:
     return out
 
 
-def parse_consensus(text: str) -> Consensus:  # noqa: C901 - one pass over the items
+def parse_consensus(text: str) -> Consensus:
     """Parse a microdesc consensus (no signature or time check: see :func:`verify_consensus`)."""
     try:
         if not text.isascii():
@@ -236,7 +236,9 @@ def verify_consensus(
     trusted_set = set(trusted)
     if not trusted_set:
         raise UnsignedConsensus("no trusted authority given")
-    keys = {(c.v3ident, c.signing_key_digest): c for c in certs if c.v3ident in trusted_set and now < c.expires}
+    keys = {
+        (c.v3ident, c.signing_key_digest): c for c in certs if c.v3ident in trusted_set and now < c.expires
+    }
     good: set[bytes] = set()
     unknown = 0
     for sig in consensus.signatures:

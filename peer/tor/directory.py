@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peer.errors import UsageError
-from peer.tor.authcert import AuthorityKeyCert, parse_key_certs
+from peer.tor.authcert import parse_key_certs
 from peer.tor.consensus import Consensus, RouterStatus, parse_consensus, verify_consensus
 from peer.tor.errors import ConsensusError, DirectoryFetchError, MicrodescError
 from peer.tor.microdesc import Microdesc, PolicySummary, parse_microdescs
@@ -102,7 +102,17 @@ def join_relays(consensus: Consensus, microdescs: dict[bytes, Microdesc]) -> tup
         if md is None:
             continue
         out.append(
-            Relay(rs.nickname, rs.rsa_id, md.ed25519_id, rs.address, rs.orport, rs.flags, rs.bandwidth, md.ntor_key, md.policy)
+            Relay(
+                rs.nickname,
+                rs.rsa_id,
+                md.ed25519_id,
+                rs.address,
+                rs.orport,
+                rs.flags,
+                rs.bandwidth,
+                md.ntor_key,
+                md.policy,
+            )
         )
     return tuple(out)
 
@@ -147,7 +157,9 @@ async def http_get(host: str, port: int, path: str, *, timeout: float = 30.0) ->
         head, sep, body = bytes(data).partition(b"\r\n\r\n")
         status = head.split(b"\r\n", 1)[0].split()
         if not sep or len(status) < 2 or status[1] != b"200":
-            raise DirectoryFetchError(f"directory answered {b' '.join(status[1:3]).decode('ascii', 'replace')!r}")
+            raise DirectoryFetchError(
+                f"directory answered {b' '.join(status[1:3]).decode('ascii', 'replace')!r}"
+            )
         return body
 
     try:
@@ -227,11 +239,14 @@ class DirectoryClient:
         if self.cache_dir is None:
             return None
         try:
-            texts = [(self.cache_dir / name).read_text("ascii") for name in (CONSENSUS_FILE, CERTS_FILE, MICRODESC_FILE)]
+            texts = [
+                (self.cache_dir / name).read_text("ascii")
+                for name in (CONSENSUS_FILE, CERTS_FILE, MICRODESC_FILE)
+            ]
         except (OSError, UnicodeDecodeError):
             return None
         try:
-            return build_directory(*texts, self.trusted, now)
+            return build_directory(texts[0], texts[1], texts[2], self.trusted, now)
         except ConsensusError as exc:
             log.info("cached consensus not used: %s", exc.kind)
             return None

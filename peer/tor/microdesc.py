@@ -70,7 +70,9 @@ def _split(text: str) -> list[str]:
     starts = [
         i
         for i in range(len(text))
-        if (i == 0 or text[i - 1] == "\n") and text.startswith("onion-key", i) and text[i + 9 : i + 10] in ("\n", " ")
+        if (i == 0 or text[i - 1] == "\n")
+        and text.startswith("onion-key", i)
+        and text[i + 9 : i + 10] in ("\n", " ")
     ]
     if not text:
         return []

@@ -127,33 +127,42 @@ class Cell:
         return head + self.payload + bytes(PAYLOAD_LEN - n)
 
 
-def pull_cell(buf: bytes | bytearray | memoryview, circid_len: int = CIRCID_LEN) -> tuple[Cell, int] | None:
-    """Parse one cell at the start of ``buf``: ``(cell, bytes consumed)``, or None if incomplete.
-
-    ``circid_len`` is 2 before the VERSIONS exchange (and for link protocol 3), 4 after
-    v4/v5 was negotiated; the caller switches it between two calls.
-    """
-    if circid_len not in (2, 4):
-        raise WireError(f"circuit id length must be 2 or 4, not {circid_len}")
-    if isinstance(buf, memoryview) and (buf.format != "B" or buf.ndim != 1):
-        buf = buf.tobytes()
+def _pull_at(buf: bytes | bytearray | memoryview, pos: int, circid_len: int) -> tuple[Cell, int] | None:
+    """The cell starting at ``buf[pos]`` and the offset just after it, or None if incomplete."""
     n = len(buf)
-    if n <= circid_len:
+    start = pos + circid_len + 1
+    if n < start:
         return None
-    command = buf[circid_len]
-    start = circid_len + 1
+    command = buf[start - 1]
     if command == 7 or command >= 128:
         if n < start + 2:
             return None
-        length = (buf[start] << 8) | buf[start + 1]
+        end = start + 2 + ((buf[start] << 8) | buf[start + 1])
         start += 2
-        end = start + length
     else:
         end = start + PAYLOAD_LEN
     if n < end:
         return None
-    circ_id = int.from_bytes(buf[:circid_len], "big")
+    circ_id = int.from_bytes(buf[pos : pos + circid_len], "big")
     return Cell(circ_id, command, bytes(buf[start:end])), end
+
+
+def _check_circid_len(buf: bytes | bytearray | memoryview, circid_len: int) -> bytes | bytearray | memoryview:
+    if circid_len not in (2, 4):
+        raise WireError(f"circuit id length must be 2 or 4, not {circid_len}")
+    if isinstance(buf, memoryview) and (buf.format != "B" or buf.ndim != 1):
+        return buf.tobytes()
+    return buf
+
+
+def pull_cell(buf: bytes | bytearray | memoryview, circid_len: int = CIRCID_LEN) -> tuple[Cell, int] | None:
+    """Parse one cell at the start of ``buf``: ``(cell, bytes consumed)``, or None if incomplete.
+
+    ``circid_len`` is 2 before the VERSIONS exchange (and for link protocol 3), 4 after
+    v4/v5 was negotiated; the caller switches it between two calls.  Framing never fails:
+    any command and length are accepted (the 2-byte length bounds a variable cell).
+    """
+    return _pull_at(_check_circid_len(buf, circid_len), 0, circid_len)
 
 
 def pull_cells(buf: bytes | bytearray | memoryview, circid_len: int = CIRCID_LEN) -> tuple[list[Cell], int]:
@@ -161,17 +170,13 @@ def pull_cells(buf: bytes | bytearray | memoryview, circid_len: int = CIRCID_LEN
 
     Do not use it across the VERSIONS exchange, where ``circid_len`` changes between cells.
     """
-    view = memoryview(buf)
-    if view.format != "B" or view.ndim != 1:
-        view = memoryview(view.tobytes())
+    buf = _check_circid_len(buf, circid_len)
     cells: list[Cell] = []
     pos = 0
-    while True:
-        got = pull_cell(view[pos:], circid_len)
-        if got is None:
-            return cells, pos
+    while (got := _pull_at(buf, pos, circid_len)) is not None:
         cells.append(got[0])
-        pos += got[1]
+        pos = got[1]
+    return cells, pos
 
 
 def encode_versions_cell(versions: Sequence[int]) -> bytes:
