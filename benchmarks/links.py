@@ -54,6 +54,8 @@ class Results:
     packed_31_mbps: float
     cell_514_ratio: float
     packed_31_ratio: float
+    #: every round's (raw, 514-byte, packed) MB/s, to show the spread
+    per_round_mbps: tuple[tuple[float, float, float], ...]
 
 
 # -- the receiving end ----------------------------------------------------------------------------
@@ -188,15 +190,17 @@ async def run(quick: bool, inprocess: bool) -> Results:
         child = ctx.Process(target=sink_main, args=(child_conn,), daemon=True)
         child.start()
         transfer = make_process_transfer(parent_conn)
-    # Rounds interleave the three kinds, so that a change in machine load hits all of them;
-    # ratios are taken within a round, then the median over rounds is reported.
+    # Rounds interleave the three kinds (in rotating order), so that a change in machine
+    # load hits all of them; ratios are taken within a round, the median over rounds reported.
     rounds: list[tuple[float, float, float]] = []
     try:
-        for _ in range(3 if quick else 5):
-            raw = await transfer("raw", RAW, total)
-            cell = await transfer("link", CELL, total // 3)
-            packed = await transfer("link", PACKED, total)
-            rounds.append((raw, cell, packed))
+        kinds = [("raw", RAW, total), ("link", CELL, total // 3), ("link", PACKED, total)]
+        for i in range(3 if quick else 6):
+            figures: dict[int, float] = {}
+            for k in range(3):  # each round starts with a different kind
+                j = (i + k) % 3
+                figures[j] = await transfer(*kinds[j])
+            rounds.append((figures[0], figures[1], figures[2]))
     finally:
         if child is not None:
             parent_conn.send(("quit",))
@@ -216,6 +220,7 @@ async def run(quick: bool, inprocess: bool) -> Results:
         packed_31_mbps=statistics.median(r[2] for r in rounds),
         cell_514_ratio=statistics.median(r[1] / r[0] for r in rounds),
         packed_31_ratio=statistics.median(r[2] / r[0] for r in rounds),
+        per_round_mbps=tuple((round(a, 2), round(b, 2), round(c, 2)) for a, b, c in rounds),
     )
 
 
@@ -245,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  Link, 31 cells (15,934 B)/msg   {results.packed_31_mbps:6.2f} MB/s   "
         f"ratio {results.packed_31_ratio:5.2f}   (goal >= 0.90)"
     )
+    for i, (raw, cell, packed) in enumerate(results.per_round_mbps):
+        print(f"    round {i + 1}: raw {raw:6.2f}   514 B {cell:6.2f}   packed {packed:6.2f} MB/s")
     return 0
 
 

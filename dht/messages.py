@@ -275,10 +275,10 @@ def proof_message(challenger: bytes, nonce: bytes, responder: bytes) -> bytes:
     return challenger + nonce + responder
 
 
-def make_proof(identity: Identity, challenger: bytes, nonce: bytes) -> Proof:
-    return Proof(
-        identity.public, identity.sign(ADMIT_CONTEXT, proof_message(challenger, nonce, identity.node_id))
-    )
+def make_proof(identity: Identity, challenger: bytes, nonce: bytes, *, public: bytes | None = None) -> Proof:
+    """Answer a challenge.  ``public`` is the identity's public key, if the caller has it at hand."""
+    public = public or identity.public
+    return Proof(public, identity.sign(ADMIT_CONTEXT, proof_message(challenger, nonce, node_id_of(public))))
 
 
 def check_proof(proof: Proof, challenger: bytes, nonce: bytes, responder: bytes) -> None:

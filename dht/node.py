@@ -90,7 +90,7 @@ class DhtConfig:
     timeout_initial: float = 0.5
     timeout_min: float = 0.25
     timeout_max: float = 2.0
-    stall_min: float = 0.02  # a query slower than max(this, SRTT + 4 RTTVAR) frees its lookup slot
+    stall_min: float = 0.005  # a query slower than max(this, SRTT + 4 RTTVAR) frees its lookup slot
     max_failures: int = 2  # consecutive timeouts before a contact is evicted
     record_ttl: float = 3600.0
     republish_interval: float = 1200.0
@@ -555,7 +555,9 @@ class DhtNode:
         async def ping(addr: tuple[str, int], timeout: float) -> bool:
             nonce = self._randbytes(NONCE_LEN)
             req = Request(self.node_id, Ping(), self.full_node, nonce).padded_to(_MAX_REPLY[MsgType.PING])
-            payload = await self.protocol.call((addr[0], addr[1]), RPC_NAMES[MsgType.PING], req.encode(), timeout)
+            payload = await self.protocol.call(
+                (addr[0], addr[1]), RPC_NAMES[MsgType.PING], req.encode(), timeout
+            )
             if payload is None:
                 return False
             try:

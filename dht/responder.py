@@ -131,7 +131,11 @@ class Responder:
             else:
                 self.stats.challenges += 1
                 self.challenge(addr, req.sender)
-        proof = make_proof(self.identity, req.sender, req.nonce, public=self.public) if req.nonce is not None else None
+        proof = (
+            make_proof(self.identity, req.sender, req.nonce, public=self.public)
+            if req.nonce is not None
+            else None
+        )
         budget = MAX_PAYLOAD - REPLY_HEADER - (PROOF_LEN if proof else 0)
         body = self._answer(req, addr, now, budget)
         reply = Reply(self.node_id, body, proof, verified_you=known)

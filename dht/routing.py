@@ -60,7 +60,11 @@ class Bucket(KBucket):
         return sum(prefix16(n.ip) == p for n in self.nodes.values() if n.id != node.id) >= self.prefix_limit
 
     def admit(self, node: Node) -> AddResult:
-        if node.id in self.nodes:
+        old = self.nodes.get(node.id)
+        if old is not None and old.ip == node.ip and old.port == node.port:
+            self.nodes.move_to_end(node.id)
+            return AddResult.UPDATED
+        if old is not None:
             if self._prefix_full(node):  # a known contact moved into a crowded /16: keep the old address
                 self.nodes.move_to_end(node.id)
                 return AddResult.UPDATED

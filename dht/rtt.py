@@ -25,7 +25,7 @@ class RttEstimator:
     initial: float = 0.5
     minimum: float = 0.25
     maximum: float = 2.0
-    stall_minimum: float = 0.02
+    stall_minimum: float = 0.005
     srtt: float | None = None
     rttvar: float = 0.0
     samples: int = 0

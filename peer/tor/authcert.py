@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
@@ -50,7 +51,7 @@ class AuthorityKeyCert:
 def _rsa_key(der: bytes, what: str) -> rsa.RSAPublicKey:
     try:
         key = load_der_public_key(der)  # accepts DER PKCS#1 RSAPublicKey
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise AuthorityCertError(f"{what}: not an RSA public key") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise AuthorityCertError(f"{what}: not an RSA public key")

@@ -30,7 +30,7 @@ import hmac
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -239,19 +239,20 @@ def _rsa_identity(body: bytes, now: float) -> rsa.RSAPublicKey:
     try:
         cert = x509.load_der_x509_certificate(body)
         key = cert.public_key()
-    except ValueError as exc:
-        raise BadRelayCerts("type-2 certificate is not a valid X.509 certificate") from exc
+        hash_alg = cert.signature_hash_algorithm
+        not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    except Exception as exc:  # the X.509 parser raises several unrelated types (InvalidVersion, ...)
+        raise BadRelayCerts("type-2 certificate is not a valid X.509 RSA certificate") from exc
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != RSA_ID_BITS:
         raise BadRelayCerts("type-2 certificate does not hold a 1024-bit RSA key")
     when = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+    if not not_before <= when <= not_after:
         raise CertExpired("type-2 (RSA identity) certificate is outside its validity period")
-    hash_alg = cert.signature_hash_algorithm
     if hash_alg is None:
         raise BadRelayCerts("type-2 certificate has no signature hash algorithm")
     try:
         key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hash_alg)
-    except InvalidSignature as exc:
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm) as exc:
         raise CertSignatureInvalid("type-2 certificate is not self-signed by its key") from exc
     return key
 

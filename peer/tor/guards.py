@@ -114,17 +114,18 @@ class GuardSet:
             if "Guard" in r.flags and r.rsa_id not in known and builder.compatible(r, exclude)
         ]
         if not candidates:
-            raise NoSuitableRelay("no usable guard: every Guard-flagged relay conflicts with the path")
+            rule = "" if builder.allow_same_subnet else " (same relay or same /16)"
+            raise NoSuitableRelay(f"no usable guard: every Guard-flagged relay conflicts with the path{rule}")
         relay = weighted_choice(candidates, rng)
         self._add(GuardEntry(relay.rsa_id, relay.ed25519_id, now), directory)
         self.save()
         return relay
 
     def _add(self, entry: GuardEntry, directory: NetworkDirectory) -> None:
-        if len(self.entries) >= self.max_guards:
-            listed = [e for e in self.entries if directory.by_rsa_id(e.rsa_id) is not None]
-            self.entries = listed if len(listed) < len(self.entries) else self.entries[1:]
-            self.entries = self.entries[-(self.max_guards - 1) :] if self.max_guards > 1 else []
+        if len(self.entries) >= self.max_guards:  # drop unlisted guards first, then the oldest
+            self.entries = [e for e in self.entries if directory.by_rsa_id(e.rsa_id) is not None]
+            while self.entries and len(self.entries) >= self.max_guards:
+                self.entries.pop(0)
         self.entries.append(entry)
 
 

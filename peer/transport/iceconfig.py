@@ -93,6 +93,7 @@ class WebRtcConfig:
     """
 
     ice_allow: tuple[str, ...] | None = None
+    #: STUN/TURN servers; empty by default.  Plain URL strings are converted at run time.
     ice_servers: tuple[IceServer, ...] = ()
     #: SO_RCVBUF requested for each ICE socket (bytes).
     rcvbuf: int = DEFAULT_RCVBUF
@@ -111,8 +112,9 @@ class WebRtcConfig:
                 object.__setattr__(self, "ice_allow", entries)
             for entry in self.ice_allow or ():
                 parse_allow_entry(entry)
-        if not isinstance(self.ice_servers, tuple):
-            object.__setattr__(self, "ice_servers", tuple(self.ice_servers))
+        # Plain URL strings are accepted for servers that need no credentials.
+        servers = tuple(IceServer(s) if isinstance(s, str) else s for s in self.ice_servers)
+        object.__setattr__(self, "ice_servers", servers)
         for name in ("rcvbuf", "send_buffer", "recv_queue_limit", "max_message_size"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"WebRtcConfig.{name} must be positive")
@@ -215,7 +217,13 @@ class IcePolicy:
                 raise IcePolicyError(f"local SDP holds a {cand.type} candidate but no ICE server is set")
             else:
                 reflexive.add(cand.address)
-            if cand.related is not None and not (_unspecified(cand.related) or self.allows(cand.related)):
+            # A relayed candidate's related address is the reflexive address the TURN server saw
+            # (consented to by configuring the server); any other must be a local allowed address.
+            if (
+                cand.related is not None
+                and cand.type != "relay"
+                and not (_unspecified(cand.related) or self.allows(cand.related))
+            ):
                 raise IcePolicyError("local SDP holds a related address outside ice_allow")
         for address in connection_addresses(sdp):
             if not (_unspecified(address) or self.allows(address) or address in reflexive):
@@ -264,20 +272,36 @@ def connection_addresses(sdp: str) -> list[str]:
     return found
 
 
-def filter_remote_sdp(sdp: str) -> str:
-    """Drop remote candidates we must not use: non-IP hosts (mDNS ``.local``) and non-UDP ones."""
+#: At most this many remote candidates are used, so that a remote SDP cannot turn our
+#: ICE agent into a scanner of many addresses.
+MAX_REMOTE_CANDIDATES = 16
+
+
+def filter_remote_sdp(sdp: str, policy: IcePolicy | None = None) -> str:
+    """Drop remote candidates we must not use.
+
+    Dropped: non-IP hosts (mDNS ``.local``: resolving them would send multicast),
+    non-UDP candidates, unspecified and multicast addresses, loopback addresses
+    unless our own policy binds loopback (tests), and any beyond the first
+    :data:`MAX_REMOTE_CANDIDATES`.
+    """
+    local_loopback = policy is not None and any(ipaddress.ip_address(a).is_loopback for a in policy.bind)
     kept: list[str] = []
+    used = 0
     for line in sdp.splitlines():
         if line.startswith("a=candidate:"):
             bits = line[len("a=candidate:") :].split()
-            if len(bits) < 8:
+            if len(bits) < 8 or bits[2].lower() != "udp" or used >= MAX_REMOTE_CANDIDATES:
                 continue
             try:
-                ipaddress.ip_address(bits[4])
+                address = ipaddress.ip_address(bits[4])
             except ValueError:
                 continue
-            if bits[2].lower() != "udp":
+            if address.is_unspecified or address.is_multicast:
                 continue
+            if address.is_loopback and not local_loopback:
+                continue
+            used += 1
         kept.append(line)
     return "\r\n".join(kept) + "\r\n"
 

@@ -194,7 +194,7 @@ def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=servers))
 
 
-def _check_remote_sdp(sdp: str, expected_type: str) -> tuple[str, bytes]:
+def _check_remote_sdp(sdp: str, expected_type: str, policy: IcePolicy) -> tuple[str, bytes]:
     """Validate a remote SDP: one data-channel m-section, a SHA-256 fingerprint. Returns (sdp, fp)."""
     if not isinstance(sdp, str) or len(sdp) > 65536:
         raise SdpError(f"remote {expected_type} is not an SDP text")
@@ -209,7 +209,7 @@ def _check_remote_sdp(sdp: str, expected_type: str) -> tuple[str, bytes]:
         raise SdpError(str(exc)) from None
     if fingerprint is None:
         raise SdpError(f"remote {expected_type} carries no SHA-256 DTLS fingerprint")
-    return filter_remote_sdp(sdp), fingerprint
+    return filter_remote_sdp(sdp, policy), fingerprint
 
 
 def _create_channel(pc: RTCPeerConnection) -> Any:
@@ -308,6 +308,8 @@ class WebRtcLink:
         except InvalidStateError:
             self._on_transport_closed("the data channel is not open")
             raise self._closed_error() from None
+        except ValueError as exc:  # larger than the remote's a=max-message-size
+            raise UsageError(str(exc)) from None
         self._sent[0] += 1
         self._sent[1] += len(data)
 
@@ -338,7 +340,7 @@ class WebRtcLink:
         except TimeoutError:
             await self._abort("link setup timed out")
             raise WebRtcError(f"link setup timed out after {timeout:.1f} s") from None
-        if self._state is not LinkState.OPEN:
+        if self._state is not LinkState.OPEN and self._peer_fingerprint is None:  # never opened
             await self.close()
             reason = self._error
             if isinstance(reason, LinkClosed) and isinstance(reason.__cause__, HandshakeError):
@@ -460,8 +462,9 @@ class WebRtcLink:
 class PendingOffer:
     """The offerer's half-built link, waiting for the answer."""
 
-    def __init__(self, link: WebRtcLink) -> None:
+    def __init__(self, link: WebRtcLink, policy: IcePolicy) -> None:
         self._link = link
+        self._policy = policy
         self._used = False
 
     async def complete(self, answer_sdp: str, timeout: float = DEFAULT_OPEN_TIMEOUT) -> WebRtcLink:
@@ -470,7 +473,7 @@ class PendingOffer:
             raise UsageError("PendingOffer.complete may be called once")
         self._used = True
         try:
-            sdp, fingerprint = _check_remote_sdp(answer_sdp, "answer")
+            sdp, fingerprint = _check_remote_sdp(answer_sdp, "answer", self._policy)
             self._link._set_remote_fingerprint(fingerprint)
             await self._link._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         except SdpError:
@@ -503,7 +506,7 @@ async def create_offer(config: WebRtcConfig) -> tuple[PendingOffer, str]:
     except BaseException:
         await pc.close()
         raise
-    return PendingOffer(link), sdp
+    return PendingOffer(link, policy), sdp
 
 
 async def accept_offer(offer_sdp: str, config: WebRtcConfig) -> tuple[WebRtcLink, str]:
@@ -511,8 +514,8 @@ async def accept_offer(offer_sdp: str, config: WebRtcConfig) -> tuple[WebRtcLink
 
     Call ``await link.wait_open(timeout)`` after the answer has been delivered.
     """
-    sdp, fingerprint = _check_remote_sdp(offer_sdp, "offer")
     policy = IcePolicy.from_config(config)
+    sdp, fingerprint = _check_remote_sdp(offer_sdp, "offer", policy)
     pc = _new_peer_connection(config)
     try:
         try:

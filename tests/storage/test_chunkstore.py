@@ -215,9 +215,10 @@ async def test_wrong_key_and_key_from_link(
 
 
 async def test_state_survives_reopen_and_remove(tmp_path: Path, rand: RandBytes) -> None:
-    src = write_file(tmp_path / "f", 6 * PS, 8)
+    ps = 65536
+    src = write_file(tmp_path / "f", 6 * ps, 8)
     a = await ChunkStore.open(tmp_path / "a.db")
-    res = await a.import_file(src, encrypt=False, piece_size=PS, randbytes=rand)
+    res = await a.import_file(src, encrypt=False, piece_size=ps, randbytes=rand)
     b = await ChunkStore.open(tmp_path / "b.db", synchronous="FULL")
     h = res.hash_name
     await b.put_manifest(res.manifest.encode())
@@ -230,7 +231,7 @@ async def test_state_survives_reopen_and_remove(tmp_path: Path, rand: RandBytes)
     assert (info.state, info.seeding, info.have, info.total) == (DownloadState.PAUSED, False, 2, 6)
     assert await b.downloads(DownloadState.PAUSED) == [h]
     st_before = await b.stats()
-    assert (st_before.shares, st_before.pieces, st_before.piece_bytes) == (1, 2, 2 * PS)
+    assert (st_before.shares, st_before.pieces, st_before.piece_bytes) == (1, 2, 2 * ps)
     await b.remove(h)
     with pytest.raises(ShareNotFound):
         await b.get_download_state(h)

@@ -37,7 +37,9 @@ def body(certs: Certs, cert_type: int) -> bytes:
 
 
 def with_body(certs: Certs, cert_type: int, new: bytes) -> Certs:
-    return Certs(tuple(CertEntry(e.cert_type, new if e.cert_type == cert_type else e.body) for e in certs.certs))
+    return Certs(
+        tuple(CertEntry(e.cert_type, new if e.cert_type == cert_type else e.body) for e in certs.certs)
+    )
 
 
 def test_real_relay_certs_validate() -> None:
@@ -170,9 +172,11 @@ def test_real_type4_cert_decodes_and_reencodes() -> None:
 
 
 @given(st.data())
-def test_any_byte_change_in_certs_is_refused_or_harmless(data: st.DataObject) -> None:
-    """Flipping any byte of any certificate makes validation fail with a HandshakeError."""
-    entry = data.draw(st.sampled_from(CERTS.certs))
+def test_any_bit_flip_in_checked_certs_is_refused(data: st.DataObject) -> None:
+    """Flipping any bit of a type 2/4/5/7 certificate makes validation fail with a HandshakeError.
+
+    (The captured cell also carries a type-1 link certificate, which an initiator ignores.)"""
+    entry = data.draw(st.sampled_from([e for e in CERTS.certs if e.cert_type in (2, 4, 5, 7)]))
     i = data.draw(st.integers(0, len(entry.body) - 1))
     bit = data.draw(st.integers(0, 7))
     raw = bytearray(entry.body)

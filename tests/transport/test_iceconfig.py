@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from peer.errors import TransportError, UsageError
 from peer.transport.iceconfig import (
+    MAX_REMOTE_CANDIDATES,
     SO_RCVBUFFORCE,
     IcePolicy,
     IcePolicyError,
@@ -81,6 +82,10 @@ def test_config_validation() -> None:
         WebRtcConfig(recv_queue_limit=1000)
     with pytest.raises(UsageError):
         IceServer("http://stun.example")
+    from_url = WebRtcConfig(ice_servers=("stun:127.0.0.1:3478",))  # type: ignore[arg-type]
+    assert from_url.ice_servers == (IceServer("stun:127.0.0.1:3478"),)
+    with pytest.raises(UsageError):
+        WebRtcConfig(ice_servers=("127.0.0.1:3478",))  # type: ignore[arg-type]
     listed = WebRtcConfig(ice_allow=["127.0.0.1"])  # type: ignore[arg-type]
     assert listed.ice_allow == ("127.0.0.1",)
     assert hash(listed) == hash(WebRtcConfig(ice_allow=("127.0.0.1",)))
@@ -119,6 +124,14 @@ def test_reflexive_candidates_are_allowed_only_with_a_configured_server() -> Non
     )
     with pytest.raises(IcePolicyError):  # the related address must still be allowed
         policy.check_local_sdp(sdp_with("b 1 udp 1 203.0.113.9 6000 typ srflx raddr 10.8.0.3 rport 5000"))
+    # A relayed candidate's related address is the reflexive address the server reported.
+    policy.check_local_sdp(
+        sdp_with(
+            "a 1 udp 1 192.168.1.20 5000 typ host",
+            "r 1 udp 1 198.51.100.3 7000 typ relay raddr 203.0.113.9 rport 6000",
+            c_line="c=IN IP4 198.51.100.3",
+        )
+    )
 
 
 def test_remote_sdp_filter_drops_mdns_and_tcp_candidates() -> None:
@@ -128,8 +141,30 @@ def test_remote_sdp_filter_drops_mdns_and_tcp_candidates() -> None:
         "c 1 tcp 1 127.0.0.1 9 typ host tcptype active",
         "short",
     )
-    kept = candidate_lines(filter_remote_sdp(sdp))
+    loopback = IcePolicy.from_config(WebRtcConfig.loopback(), fake_interfaces)
+    kept = candidate_lines(filter_remote_sdp(sdp, loopback))
     assert [(c.address, c.transport) for c in kept] == [("127.0.0.1", "udp")]
+
+
+def test_remote_sdp_filter_drops_loopback_unless_we_bind_loopback() -> None:
+    sdp = sdp_with(
+        "a 1 udp 1 127.0.0.1 5000 typ host",
+        "b 1 udp 1 198.51.100.7 5001 typ host",
+        "c 1 udp 1 0.0.0.0 5002 typ host",
+        "d 1 udp 1 224.0.0.251 5353 typ host",
+    )
+    lan = IcePolicy.from_config(WebRtcConfig(), fake_interfaces)
+    assert [c.address for c in candidate_lines(filter_remote_sdp(sdp, lan))] == ["198.51.100.7"]
+    loopback = IcePolicy.from_config(WebRtcConfig.loopback(), fake_interfaces)
+    assert [c.address for c in candidate_lines(filter_remote_sdp(sdp, loopback))] == [
+        "127.0.0.1",
+        "198.51.100.7",
+    ]
+
+
+def test_remote_sdp_filter_caps_the_number_of_candidates() -> None:
+    sdp = sdp_with(*(f"f{i} 1 udp 1 198.51.100.{i} 5000 typ host" for i in range(1, 40)))
+    assert len(candidate_lines(filter_remote_sdp(sdp))) == MAX_REMOTE_CANDIDATES
 
 
 def test_candidate_parse_refuses_malformed_lines() -> None:

@@ -100,6 +100,17 @@ async def test_links_open_and_carry_many_megabytes_in_order_both_ways() -> None:
         await close_all(a, b)
 
 
+async def test_ipv6_loopback_link() -> None:
+    a, b, offer, _ = await make_pair(WebRtcConfig.loopback("::1"), WebRtcConfig.loopback("::1"))
+    try:
+        assert [c.address for c in candidate_lines(offer)] == ["::1"]
+        assert a.remote_address is not None and a.remote_address[0] == "::1"
+        await a.send(b"six")
+        assert await asyncio.wait_for(b.recv(), GUARD) == b"six"
+    finally:
+        await close_all(a, b)
+
+
 async def test_fingerprints_match_the_other_side_and_the_sdp() -> None:
     a, b, offer, answer = await make_pair()
     try:
@@ -264,6 +275,7 @@ async def test_unread_receive_queue_over_the_limit_closes_the_link() -> None:
             while True:
                 await a.send(bytes(16 * 1024))
                 sent += 16 * 1024
+                assert a.stats().send_buffered <= a._config.send_buffer + 16 * 1024
                 assert sent < 64 * limit, "the receiver never enforced its queue limit"
     assert b.closed
     assert b.stats().recv_queued == 0  # unread data was released
