@@ -123,7 +123,16 @@ class Lookup:
 
     @property
     def done(self) -> bool:
+        """The k closest contacts that neither failed nor stalled have all replied."""
         return all(c.state is QueryState.REPLIED for c in self._live_sorted()[: self.k])
+
+    @property
+    def settled(self) -> bool:
+        """Like :attr:`done`, but stalled contacts among the k closest must have answered or failed."""
+        near = sorted(
+            (c for c in self._cands.values() if c.state is not QueryState.FAILED), key=lambda c: c.distance
+        )[: self.k]
+        return all(c.state is QueryState.REPLIED for c in near)
 
     def closest(self, n: int | None = None) -> list[Contact]:
         """The closest contacts that replied, nearest first."""

@@ -328,8 +328,14 @@ class DhtNode:
         target: bytes,
         body: RequestBody,
         on_reply: Callable[[Contact, Reply], Awaitable[bool]] | None = None,
+        satisfied: Callable[[], bool] = lambda: True,
     ) -> Lookup:
-        """Run one iterative lookup; ``on_reply`` returns True to stop early."""
+        """Run one iterative lookup; ``on_reply`` returns True to stop early.
+
+        Stalled queries free their slot; once the other k closest have replied, the
+        lookup ends without them if ``satisfied()``, else it waits for them to answer
+        or time out (the nodes nearest a key are the ones that hold its records).
+        """
         cfg = self.config
         lookup = Lookup(
             target, self.table.closest(target, cfg.k), k=cfg.k, alpha=cfg.alpha, self_id=self.node_id
@@ -342,7 +348,7 @@ class DhtNode:
             for contact in lookup.next_queries():
                 task = asyncio.ensure_future(self._rpc(contact, body))
                 running[task] = (contact, loop.time())
-            if not running or lookup.done:
+            if not running or lookup.settled or (lookup.done and satisfied()):
                 break
             active = [t for t, (c, _) in running.items() if c.node_id not in stalled]
             soft = self.protocol.rtt.stall
@@ -434,7 +440,7 @@ class DhtNode:
                 keep(self._valid(raw, key))
             return False
 
-        await self._drive(key, FindValue(RecordKind.PROVIDER, key), on_reply)
+        await self._drive(key, FindValue(RecordKind.PROVIDER, key), on_reply, lambda: bool(found))
         return sorted(found.values(), key=lambda r: r.node_id)
 
     async def find_peer(self, node_id: bytes) -> PeerRecord | None:
@@ -453,7 +459,7 @@ class DhtNode:
                         best.append(rec)
             return bool(best)
 
-        await self._drive(node_id, FindValue(RecordKind.PEER, node_id), on_reply)
+        await self._drive(node_id, FindValue(RecordKind.PEER, node_id), on_reply, lambda: bool(best))
         return max(best, key=lambda r: r.expiry) if best else None
 
     async def random_walk(self, n: int) -> list[PeerRecord]:

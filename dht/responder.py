@@ -146,7 +146,7 @@ class Responder:
         return fitted.encode(req.type)
 
     def _closest(self, target: bytes, exclude: bytes) -> tuple[Contact, ...]:
-        return tuple(self.table.closest(target, self.k, exclude=exclude))
+        return tuple(self.table.closest(target, self.k + 1, exclude=exclude)[: self.k])
 
     def _answer(self, req: Request, addr: Addr, now: float, budget: int) -> ReplyBody:
         body = req.body

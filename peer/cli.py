@@ -31,6 +31,18 @@ def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _cmd_up(args: argparse.Namespace) -> int:
+    from peer.up import cmd_up
+
+    return cmd_up(args)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from peer.up import cmd_status
+
+    return cmd_status(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from peer.demo import run_demo
 
@@ -61,13 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--data", type=Path, default=None, help="data directory")
     up.add_argument("--bridge", action="append", default=[], help="bridge WebSocket URL (repeatable)")
-    up.add_argument("--listen", help="address to accept TLS links on")
+    up.add_argument("--listen", help="this peer's address, ADDRESS[:UDP_PORT] (DHT and WebRTC; default 127.0.0.1)")
     up.add_argument("--links", type=int, default=8, help="links to keep, inbound and outbound (default 8)")
     up.add_argument("--ice-allow", help="addresses WebRTC may reveal and use (comma separated)")
     up.add_argument("--exit-policy", help="exit policy (default: no exit)")
     up.add_argument("--ui", help="web UI address, 127.0.0.1:PORT")
     up.add_argument("--socks", help="SOCKS5 listener, 127.0.0.1:PORT")
     up.add_argument("--stable", action="store_true", help="persist a stable identity (eligible as a guard)")
+    up.add_argument("--no-subnet-rule", action="store_true",
+                    help="allow two hops in one /16 (only for test networks on a single address)")
+    up.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     demo = add("demo", "run a local network on this machine and move data through it anonymously", _cmd_demo)
     demo.add_argument("--peers", type=int, default=6, help="peers in the local network (default 6)")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 LOOPBACK = "127.0.0.1"
 N_AUTHORITIES = 3
@@ -35,6 +36,10 @@ N_EXITS = 1
 # a real-clock freshness check must happen within 90 s of the fetch).
 INITIAL_VOTING_INTERVAL = 20
 VOTING_INTERVAL = 30
+
+
+class _LineReader(Protocol):
+    def readline(self) -> bytes: ...
 
 
 class TorNetError(RuntimeError):
@@ -392,7 +397,12 @@ class TorNet:
                     running.add(ident)
                     if "Exit" in flags and "BadExit" not in flags:
                         exit_ok = True
-        return running == wanted and exit_ok
+        if running != wanted or not exit_ok:
+            return False
+        # Every relay must hold a consensus itself: an exit without one ends BEGINs with MISC.
+        return all(
+            (n.datadir / "cached-microdesc-consensus").exists() for n in self._nodes if n.role != "client"
+        )
 
     def control(self, *commands: str) -> list[str]:
         """Send commands to the client's ControlPort (no authentication configured); return replies."""
@@ -413,6 +423,52 @@ class TorNet:
                         break
                 replies.append("\n".join(lines))
             return replies[1:]
+
+    def ctor_build_circuit(self, path: list[str] | None = None, timeout: float = 60.0) -> float:
+        """Build a circuit with the tor client (EXTENDCIRCUIT 0 on its ControlPort) and return the
+        seconds until tor reports it BUILT.  ``path`` is a list of hex fingerprints (tor picks one
+        when None).  For benchmarks: C tor's circuit build time against ours.  The circuit is closed."""
+        with socket.create_connection(self.client_control, timeout=timeout) as s:
+            f = s.makefile("rwb")
+
+            def send(cmd: str) -> str:
+                f.write(cmd.encode() + b"\r\n")
+                f.flush()
+                return self._read_reply(f)
+
+            send("AUTHENTICATE")
+            send("SETEVENTS CIRC")
+            start = time.perf_counter()
+            reply = send("EXTENDCIRCUIT 0" + (" " + ",".join(path) if path else ""))
+            if not reply.startswith("250 EXTENDED"):
+                raise TorNetError(f"EXTENDCIRCUIT refused: {reply}")
+            circ_id = reply.split()[2]
+            while True:
+                line = f.readline().decode(errors="replace").rstrip("\r\n")
+                if not line:
+                    raise TorNetError("control connection closed")
+                words = line.split()
+                if len(words) >= 4 and words[:3] == ["650", "CIRC", circ_id]:
+                    if words[3] == "BUILT":
+                        elapsed = time.perf_counter() - start
+                        send(f"CLOSECIRCUIT {circ_id}")
+                        return elapsed
+                    if words[3] in ("FAILED", "CLOSED"):
+                        raise TorNetError(f"tor could not build the circuit: {line}")
+
+    @staticmethod
+    def _read_reply(f: _LineReader) -> str:
+        lines: list[str] = []
+        while True:
+            raw = f.readline()
+            if not raw:
+                raise TorNetError("control connection closed")
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            if line.startswith("650"):
+                continue  # an asynchronous event between replies
+            lines.append(line)
+            if len(line) >= 4 and line[3] == " ":
+                return "\n".join(lines)
 
     def _client_bootstrapped(self) -> bool:
         try:

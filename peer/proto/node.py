@@ -760,6 +760,12 @@ class OnionNode:
         else:
             self._or_send(circ, command, stream_id, data)
 
+    def send_link_message(self, chan: int, command: int, payload: bytes) -> None:
+        """Send a private link-level cell (DB_INTRODUCE, ...) on a channel."""
+        ch = self.channels.get(chan)
+        if ch is not None and ch.state.value == "open":
+            ch.send_cell(0, command, payload, self._now)
+
     def window_state(self, handle: int) -> list[tuple[int, int]]:
         """(package_window, deliver_window) of each edge, for tests and status."""
         circ = self.circuits.get(handle)

@@ -54,7 +54,9 @@ def add_tor_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-o", "--output", type=Path, default=None, help="write the body here (default: stdout)")
     p.add_argument("--hops", type=int, default=3, help="circuit length, 2 to 5 (default 3)")
-    p.add_argument("--listen", default="127.0.0.1:9050", help="SOCKS5 listen address (socks; default 127.0.0.1:9050)")
+    p.add_argument(
+        "--listen", default="127.0.0.1:9050", help="SOCKS5 listen address (socks; default 127.0.0.1:9050)"
+    )
     p.add_argument("--data", type=Path, default=None, help="data directory (guards, consensus cache)")
     p.add_argument(
         "--allow-same-subnet",

@@ -28,7 +28,7 @@ from peer.proto.circuit import HopSpec
 from peer.proto.node import OnionNode
 from peer.proto.peerinfo import PeerInfo
 from peer.socks import StreamOpenError
-from peer.tor.certs import check_expected_identity, validate_relay_certs
+from peer.tor.certs import TlsCertMismatch, check_expected_identity, validate_relay_certs
 from peer.tor.directory import AuthoritySpec, DirectoryClient, NetworkDirectory, Relay
 from peer.tor.guards import GuardSet, select_path
 from peer.transport.tls import TlsLink, connect_tls
@@ -59,8 +59,6 @@ def relay_validator(link: TlsLink, relay: Relay, clock: Callable[[], float]) -> 
     def validate(certs: Certs) -> PeerInfo:
         fp = link.peer_cert_fingerprint
         if fp is None:
-            from peer.tor.certs import TlsCertMismatch
-
             raise TlsCertMismatch("the TLS layer saw no certificate")
         proved = validate_relay_certs(certs, fp, clock())
         check_expected_identity(proved, relay.rsa_id, relay.ed25519_id)
@@ -196,9 +194,7 @@ class TorClient:
         try:
             return await self.driver.open_stream(built.circ, host, port, timeout=self.timeout)
         except StreamError as exc:
-            reason = next(
-                (r for (c, _s), r in reversed(self._end_reasons.items()) if c == built.circ), None
-            )
+            reason = next((r for (c, _s), r in reversed(self._end_reasons.items()) if c == built.circ), None)
             raise StreamOpenError(str(exc), reason) from exc
 
     async def close(self) -> None:

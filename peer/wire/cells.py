@@ -25,13 +25,8 @@ Bodies (tor-spec section in brackets):
 - PADDING_NEGOTIATE [padding-spec §2.2]: ``version[1] command[1] ito_low_ms[2] ito_high_ms[2]``.
 - RELAY / RELAY_EARLY [§6.1]: 509 opaque (encrypted) bytes.
 
-Private link-level cells (DESIGN §4; variable length; ``VERSION[1]`` = 1 first, an unknown
-version is :class:`~peer.errors.UnknownVersion`):
-
-- DB_FIND_PEER (200): ``VERSION[1] TARGET[20]``
-- DB_FOUND_PEER (201): ``VERSION[1] COUNT[1]`` then COUNT x ``LEN[2] RECORD`` (opaque records)
-- DB_INTRODUCE (202): ``VERSION[1] TARGET[20] LEN[2] BLOB``
-- DB_INTRODUCED (203): ``VERSION[1] SOURCE[20] LEN[2] BLOB``
+Private link-level cells (DESIGN §4: DB_FIND_PEER ... DB_REGISTERED, commands 200-206) live in
+:mod:`peer.wire.linkcells`; they are re-exported here and decoded by :func:`decode_message`.
 
 Every decoder raises :class:`~peer.errors.WireError` (or a subclass) on malformed input
 and nothing else.
@@ -41,12 +36,23 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Protocol, Self
 
-from peer.errors import UnknownVersion, WireError
+from peer.errors import WireError
 from peer.wire.buffer import Reader, Writer
 from peer.wire.commands import CellCommand, build_registry, is_variable
+from peer.wire.linkcells import (
+    LINK_MESSAGE_CLASSES,
+    PRIVATE_CELL_VERSION,
+    FindPeer,
+    FoundPeer,
+    Hello,
+    Introduce,
+    Introduced,
+    Register,
+    Registered,
+)
 
 __all__ = [
     "CELL_LEN",
@@ -69,12 +75,15 @@ __all__ = [
     "Destroy",
     "FindPeer",
     "FoundPeer",
+    "Hello",
     "Introduce",
     "Introduced",
     "NetAddress",
     "Netinfo",
     "Padding",
     "PaddingNegotiate",
+    "Register",
+    "Registered",
     "Relay",
     "RelayEarly",
     "UnknownCellMessage",
@@ -92,7 +101,6 @@ PAYLOAD_LEN = 509  # tor-spec §0.2
 CIRCID_LEN = 4  # tor-spec §3, link protocol v >= 4
 VERSIONS_CIRCID_LEN = 2  # tor-spec §4.1: VERSIONS always uses a 2-byte CircID
 MAX_VAR_PAYLOAD = 0xFFFF  # Length[2]
-PRIVATE_CELL_VERSION = 1  # version byte of our private link cells (DESIGN §3)
 
 
 # --------------------------------------------------------------------------- framing
@@ -193,17 +201,6 @@ def _exact(value: bytes, n: int, what: str) -> bytes:
     if len(value) != n:
         raise WireError(f"{what} is {n} bytes, got {len(value)}")
     return value
-
-
-def _check_private_version(version: int, what: str) -> None:
-    if version != PRIVATE_CELL_VERSION:
-        raise UnknownVersion(f"{what}: unknown version {version}")
-
-
-def _pull_private_version(r: Reader, what: str) -> int:
-    version = r.pull_u8()
-    _check_private_version(version, what)
-    return version
 
 
 # --------------------------------------------------------------------------- link handshake
@@ -553,104 +550,6 @@ class RelayEarly:
         return cls(_exact(bytes(payload), PAYLOAD_LEN, "relay cell payload"))
 
 
-# --------------------------------------------------------------------------- private link cells
-
-
-@dataclass(frozen=True, slots=True)
-class FindPeer:
-    """DB_FIND_PEER (200): ask a bridge or neighbour for peers close to ``target`` (a NodeID)."""
-
-    CMD: ClassVar[CellCommand] = CellCommand.DB_FIND_PEER
-    target: bytes
-    version: int = field(default=PRIVATE_CELL_VERSION, kw_only=True)
-
-    def encode_payload(self) -> bytes:
-        _check_private_version(self.version, "DB_FIND_PEER")
-        return bytes((self.version,)) + _exact(self.target, 20, "DB_FIND_PEER target")
-
-    @classmethod
-    def decode_payload(cls, payload: bytes) -> Self:
-        r = Reader(payload)
-        version = _pull_private_version(r, "DB_FIND_PEER")
-        target = r.pull_bytes(20)
-        r.expect_end("DB_FIND_PEER")
-        return cls(target, version=version)
-
-
-@dataclass(frozen=True, slots=True)
-class FoundPeer:
-    """DB_FOUND_PEER (201): up to 255 opaque peer records (signed, checked by the caller)."""
-
-    CMD: ClassVar[CellCommand] = CellCommand.DB_FOUND_PEER
-    records: tuple[bytes, ...]
-    version: int = field(default=PRIVATE_CELL_VERSION, kw_only=True)
-
-    def encode_payload(self) -> bytes:
-        _check_private_version(self.version, "DB_FOUND_PEER")
-        if len(self.records) > 0xFF:
-            raise WireError(f"{len(self.records)} records do not fit a 1-byte count")
-        w = Writer().push_u8(self.version).push_u8(len(self.records))
-        for record in self.records:
-            w.push_var16(record)
-        return w.getvalue()
-
-    @classmethod
-    def decode_payload(cls, payload: bytes) -> Self:
-        r = Reader(payload)
-        version = _pull_private_version(r, "DB_FOUND_PEER")
-        records = tuple(r.pull_var16() for _ in range(r.pull_u8()))
-        r.expect_end("DB_FOUND_PEER")
-        return cls(records, version=version)
-
-
-@dataclass(frozen=True, slots=True)
-class Introduce:
-    """DB_INTRODUCE (202): relay ``blob`` (a sealed, signed offer/answer) to the peer ``target``."""
-
-    CMD: ClassVar[CellCommand] = CellCommand.DB_INTRODUCE
-    target: bytes
-    blob: bytes
-    version: int = field(default=PRIVATE_CELL_VERSION, kw_only=True)
-
-    def encode_payload(self) -> bytes:
-        _check_private_version(self.version, "DB_INTRODUCE")
-        w = Writer().push_u8(self.version).push_bytes(_exact(self.target, 20, "DB_INTRODUCE target"))
-        return w.push_var16(self.blob).getvalue()
-
-    @classmethod
-    def decode_payload(cls, payload: bytes) -> Self:
-        r = Reader(payload)
-        version = _pull_private_version(r, "DB_INTRODUCE")
-        target = r.pull_bytes(20)
-        blob = r.pull_var16()
-        r.expect_end("DB_INTRODUCE")
-        return cls(target, blob, version=version)
-
-
-@dataclass(frozen=True, slots=True)
-class Introduced:
-    """DB_INTRODUCED (203): ``blob`` relayed to us from the peer ``source``."""
-
-    CMD: ClassVar[CellCommand] = CellCommand.DB_INTRODUCED
-    source: bytes
-    blob: bytes
-    version: int = field(default=PRIVATE_CELL_VERSION, kw_only=True)
-
-    def encode_payload(self) -> bytes:
-        _check_private_version(self.version, "DB_INTRODUCED")
-        w = Writer().push_u8(self.version).push_bytes(_exact(self.source, 20, "DB_INTRODUCED source"))
-        return w.push_var16(self.blob).getvalue()
-
-    @classmethod
-    def decode_payload(cls, payload: bytes) -> Self:
-        r = Reader(payload)
-        version = _pull_private_version(r, "DB_INTRODUCED")
-        source = r.pull_bytes(20)
-        blob = r.pull_var16()
-        r.expect_end("DB_INTRODUCED")
-        return cls(source, blob, version=version)
-
-
 @dataclass(frozen=True, slots=True)
 class UnknownCellMessage:
     """A cell whose command we do not decode (tor: drop it; the channel decides)."""
@@ -685,6 +584,9 @@ CellMessage = (
     | FoundPeer
     | Introduce
     | Introduced
+    | Hello
+    | Register
+    | Registered
     | UnknownCellMessage
 )
 
@@ -713,10 +615,7 @@ MESSAGE_CLASSES: tuple[type[_CellCodec], ...] = (
     Destroy,
     Relay,
     RelayEarly,
-    FindPeer,
-    FoundPeer,
-    Introduce,
-    Introduced,
+    *LINK_MESSAGE_CLASSES,
 )
 
 _DECODERS: Mapping[int, Callable[[bytes], CellMessage]] = build_registry(

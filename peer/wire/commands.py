@@ -14,7 +14,7 @@ Sources (numbers were read in these texts, not recalled):
 - END reasons: tor-spec §6.3 "Closing streams" (``END_STREAM_REASON_*`` in ``or.h``).
 - Link specifier types: tor-spec §5.1.2 "EXTEND and EXTENDED cells".
 
-Private numbers (DESIGN §4-5): link-level cells 200-203 and relay commands 200-204, from
+Private numbers (DESIGN §4-5): link-level cells 200-206 (docs/bridge.md) and relay commands 200-204, from
 blocks tor leaves unassigned; link specifier type 0xC8 for "peer by NodeID" (tor relays
 ignore unknown specifier types, tor-spec §5.1.2).
 
@@ -70,6 +70,9 @@ class CellCommand(enum.IntEnum):
     DB_FOUND_PEER = 201
     DB_INTRODUCE = 202
     DB_INTRODUCED = 203
+    DB_HELLO = 204
+    DB_REGISTER = 205
+    DB_REGISTERED = 206
 
 
 def is_variable(command: int) -> bool:

@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from dht.keys import provider_key
 from dht.localnet import start_network, stop_all
-from dht.messages import Contact, MsgType, Reply, Request, Store, Values
+from dht.messages import Contact, MsgType, Ping, Reply, Request, Store, StoreAck, StoreStatus, Values
 from dht.node import DhtNode
 from dht.protocol import REQUEST
 from dht.records import (
@@ -130,19 +130,25 @@ async def test_bad_records_never_stored(net: list[DhtNode]) -> None:
     bad = bad_records(key, rng, net[0]._clock())
     client = await raw_client("127.250.1.1")
     sender = rng.randbytes(20)
-    replies = 0
+    assert client.transport is not None
+    sent = 0
     for node in net:
         for data in bad.values():
             payload = Request(sender, Store(data)).padded_to(200).encode()
             dgram = bytes([REQUEST]) + rng.randbytes(20) + umsgpack.packb(["store", [payload]])
             if len(dgram) <= 1200:
-                out = await client.exchange(dgram, node.address, wait=0.2)
-                replies += out is not None
-    assert replies > 0  # the nodes did answer (with a refusal) where the datagram was legal
+                client.transport.sendto(dgram, node.address)
+                sent += 1
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.5)
+    assert sent == 5 * N
+    refusals = [Reply.decode(umsgpack.unpackb(d[21:]), MsgType.STORE) for d, _ in client.received]
+    # every node refused the four decodable records; the oversized one is malformed: no answer
+    assert len(refusals) == 4 * N
+    assert all(r.body == StoreAck(StoreStatus.INVALID) for r in refusals)
     for node in net:
         assert node.store.get(RecordKind.PROVIDER, key, node._clock()) == []
         assert node.store.get(RecordKind.PEER, node_id_of_oversized(), node._clock()) == []
-    assert client.transport is not None
     client.transport.close()
 
 
@@ -209,7 +215,7 @@ async def test_client_queries_but_never_enters_tables(net: list[DhtNode]) -> Non
     await asyncio.sleep(0.3)
     assert all(n.table.get(client.node_id) is None for n in net)
     # A client does not answer queries either.
-    reply = await net[0]._rpc(Contact(client.node_id, *client.address), __import__("dht.messages").messages.Ping())
+    reply = await net[0]._rpc(Contact(client.node_id, *client.address), Ping())
     assert reply is None
     client.stop()
 

@@ -55,8 +55,16 @@ def cli_args(net: TorNet, data: Path) -> list[str]:
 async def test_tor_get_16mib_through_3_distinct_relays(tornet: TorNet, web: int, tmp_path: Path) -> None:
     out = tmp_path / "blob"
     proc = await asyncio.create_subprocess_exec(
-        *cli_args(tornet, tmp_path / "data"), "get", f"http://127.0.0.1:{web}/blob", "-o", str(out), "--hops", "3",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *cli_args(tornet, tmp_path / "data"),
+        "get",
+        f"http://127.0.0.1:{web}/blob",
+        "-o",
+        str(out),
+        "--hops",
+        "3",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 180)
     stderr = err.decode()
@@ -65,17 +73,28 @@ async def test_tor_get_16mib_through_3_distinct_relays(tornet: TorNet, web: int,
     path_line = next(line for line in stderr.splitlines() if "path:" in line)
     prefixes = re.findall(r"\(([0-9a-f]{16})\)", path_line)
     assert len(prefixes) == 3 and len(set(prefixes)) == 3
-    d = await DirectoryClient([AuthoritySpec.parse(a.spec) for a in tornet.authorities], None).get(time.time())
+    d = await DirectoryClient([AuthoritySpec.parse(a.spec) for a in tornet.authorities], None).get(
+        time.time()
+    )
     ids = {r.rsa_id.hex()[:16]: r for r in d.relays}
     assert all(p in ids for p in prefixes)
     assert ids[prefixes[-1]].is_exit_for(web) and "Guard" in ids[prefixes[0]].flags
 
 
 async def test_tor_get_failures_are_clear(tornet: TorNet, web: int, tmp_path: Path) -> None:
-    for url, expect in ((f"http://127.0.0.1:{web}/missing", "HTTP 404"), ("https://127.0.0.1/", "only http://")):
+    for url, expect in (
+        (f"http://127.0.0.1:{web}/missing", "HTTP 404"),
+        ("https://127.0.0.1/", "only http://"),
+    ):
         proc = await asyncio.create_subprocess_exec(
-            *cli_args(tornet, tmp_path / "data"), "get", url, "-o", str(tmp_path / "x"),
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *cli_args(tornet, tmp_path / "data"),
+            "get",
+            url,
+            "-o",
+            str(tmp_path / "x"),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode != 0 and expect in err.decode()
@@ -85,8 +104,13 @@ async def test_tor_get_failures_are_clear(tornet: TorNet, web: int, tmp_path: Pa
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 async def test_curl_through_tor_socks(tornet: TorNet, web: int, tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *cli_args(tornet, tmp_path / "data"), "socks", "--listen", "127.0.0.1:0",
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        *cli_args(tornet, tmp_path / "data"),
+        "socks",
+        "--listen",
+        "127.0.0.1:0",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stderr is not None
@@ -97,8 +121,15 @@ async def test_curl_through_tor_socks(tornet: TorNet, web: int, tmp_path: Path) 
             m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             port = int(m.group(1)) if m else None
         curl = await asyncio.create_subprocess_exec(
-            "curl", "-sS", "--max-time", "120", "--socks5-hostname", f"127.0.0.1:{port}",
-            f"http://127.0.0.1:{web}/blob", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "--socks5-hostname",
+            f"127.0.0.1:{port}",
+            f"http://127.0.0.1:{web}/blob",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         body, err = await curl.communicate()
         assert curl.returncode == 0, err

@@ -135,3 +135,12 @@ async def test_tor_client_reaches_a_local_server(tornet: TorNet) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_ctor_circuit_build_time_is_measurable(tornet: TorNet) -> None:
+    """The benchmark's reference: C tor builds a circuit on our network through its ControlPort."""
+    path = [r.fingerprint for r in tornet.relays if r.role != "exit"][:2]
+    path.append(next(r.fingerprint for r in tornet.relays if r.role == "exit"))
+    seconds = tornet.ctor_build_circuit(path)
+    assert seconds > 0
+    assert tornet.ctor_build_circuit() > 0  # tor's own choice of path

@@ -1,0 +1,377 @@
+"""The peer runtime (DESIGN §1-6): one process that is OP, OR and (later) ORDB.
+
+Composes the onion core and its driver, the DHT node, bridge connections, the link
+manager, path selection and the SOCKS proxy.  All I/O choices (addresses, clocks, keys)
+come in through :class:`PeerConfig`; the CLI is the composition root that fills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dht.node import DhtConfig, DhtNode
+from dht.records import PeerRecord, Route
+from peer.bridgeclient import BridgeClient
+from peer.driver import CircuitError, NodeDriver, OnionStream, StreamError
+from peer.errors import PathError, PeerError
+from peer.keystore import atomic_write_private, load_or_create_keys
+from peer.linkmanager import LinkManager, LinkManagerConfig, LinkRefused
+from peer.pathsel import select_path
+from peer.peerlink import PeerKeys
+from peer.peerview import PeerView
+from peer.proto import events as ev
+from peer.proto.channel import LivenessConfig
+from peer.proto.circuit import HopSpec
+from peer.proto.exitpolicy import ExitPolicy
+from peer.proto.node import NodeConfig, OnionNode
+from peer.socks import SocksServer, StreamOpenError
+from peer.transport.webrtc import WebRtcConfig
+from peer.wire.cells import Introduce, Introduced, decode_message  # noqa: F401  (decode kept for callers)
+from peer.wire.commands import CellCommand
+from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
+
+log = logging.getLogger(__name__)
+
+RECORD_TTL = 3600.0
+GUARDS_FILE = "guards.json"
+N_GUARDS = 2
+
+
+@dataclass
+class PeerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"  # the address this peer uses (UDP DHT, WebRTC candidates)
+    dht_port: int = 0
+    bridges: list[str] = field(default_factory=list)
+    max_links: int = 8
+    stable: bool = False
+    exit_policy: ExitPolicy = field(default_factory=ExitPolicy.reject_all)
+    ice_allow: tuple[str, ...] | None = None  # default: the host above
+    socks: tuple[str, int] | None = None
+    subnet_rule: bool = True
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    hops: int = 3
+    view_refresh: float = 5.0
+    maintain_every: float = 1.0
+
+
+class _BridgeSignaller:
+    def __init__(self, url: str, client: BridgeClient) -> None:
+        self.name = "a bridge"
+        self.url = url
+        self.client = client
+
+    async def introduce(self, target: bytes, blob: bytes) -> None:
+        await self.client.introduce(target, blob)
+
+
+class _NeighbourSignaller:
+    def __init__(self, peer: Peer, chan: int) -> None:
+        self.name = "a neighbour"
+        self._peer = peer
+        self._chan = chan
+
+    async def introduce(self, target: bytes, blob: bytes) -> None:
+        self._peer.node.send_link_message(self._chan, CellCommand.DB_INTRODUCE, Introduce(target, blob).encode_payload())
+        self._peer.driver._kick()
+
+
+class Peer:
+    """A running peer.  ``await Peer.start(config)``, then ``await peer.stop()``."""
+
+    def __init__(self, config: PeerConfig, keys: PeerKeys) -> None:
+        self.config = config
+        self.keys = keys
+        self.rng = random.Random()
+        self.node = OnionNode(
+            node_id=keys.node_id,
+            ntor_keys={keys.ntor.public: keys.ntor},
+            randbytes=os.urandom,
+            config=NodeConfig(exit_policy=config.exit_policy, auto_consume=False),
+        )
+        self.driver = NodeDriver(self.node)
+        self.driver.allow_exit_to = lambda host: True  # the node's exit policy decides
+        self.driver.on_event = self._on_event
+        self.view = PeerView(keys.node_id)
+        self.links = LinkManager(
+            keys=keys,
+            driver=self.driver,
+            webrtc=WebRtcConfig(ice_allow=config.ice_allow or (config.host,)),
+            config=LinkManagerConfig(max_links=config.max_links, liveness=config.liveness),
+            rng=self.rng,
+        )
+        self.links.on_change = self._links_changed
+        self.dht = DhtNode()
+        self.bridges: dict[str, BridgeClient] = {}
+        self.socks: SocksServer | None = None
+        self.guards: list[bytes] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._circuits: list[int] = []
+        self._record_dirty = asyncio.Event()
+        self.started_at = time.time()
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    @classmethod
+    async def start(cls, config: PeerConfig) -> Peer:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keys = load_or_create_keys(config.data_dir, stable=config.stable)
+        self = cls(config, keys)
+        self._load_guards()
+        dcfg = DhtConfig(bucket_prefix_limit=2 if config.subnet_rule else 0)
+        await self.dht.start(keys.identity, config.host, config.dht_port, config=dcfg)
+        for url in config.bridges:
+            await self._connect_bridge(url)
+        await self._refresh_view()
+        await self._publish()
+        if config.socks is not None:
+            self.socks = SocksServer(self._open_socks_stream)
+            await self.socks.start(*config.socks)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._republisher()))
+        return self
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.socks is not None:
+            await self.socks.close()
+        await self.links.close()
+        await self.driver.close()
+        for b in self.bridges.values():
+            with contextlib.suppress(Exception):
+                await b.close()
+        self.dht.stop()
+
+    # ---- our record ---------------------------------------------------------------------------
+    def record(self) -> PeerRecord:
+        host, port = self.dht.address
+        endpoints = [("udp", f"{host}:{port}"), ("webrtc", host)]
+        rec = PeerRecord(
+            identity_key=self.keys.identity.public,
+            ntor_key=self.keys.ntor.public,
+            seal_key=self.keys.seal.public,
+            route=Route(tuple(endpoints), tuple(self.bridges)),
+            neighbours=tuple(self.links.neighbour_ids()[:32]),
+            stable=self.config.stable,
+            expiry=int(time.time() + RECORD_TTL),
+            exit=bool(self.config.exit_policy.rules),
+        )
+        return rec.sign(self.keys.identity)
+
+    async def _publish(self) -> None:
+        rec = self.record()
+        with contextlib.suppress(PeerError, OSError):
+            await self.dht.publish_peer(rec)
+        for b in list(self.bridges.values()):
+            with contextlib.suppress(PeerError, OSError):
+                await b.reregister()
+
+    def _links_changed(self) -> None:
+        self._record_dirty.set()
+
+    async def _republisher(self) -> None:
+        while True:
+            await self._record_dirty.wait()
+            await asyncio.sleep(0.2)  # coalesce bursts of link changes
+            self._record_dirty.clear()
+            await self._publish()
+
+    # ---- bridges and the view -----------------------------------------------------------------
+    async def _connect_bridge(self, url: str) -> None:
+        client = BridgeClient()
+        signaller = _BridgeSignaller(url, client)
+        client.on_introduced = lambda source, blob: self.links.on_introduced(source, blob, signaller)
+        try:
+            await client.connect(url, self.keys, self.record)
+        except (PeerError, OSError) as exc:
+            log.warning("bridge unreachable: %s", type(exc).__name__)
+            return
+        self.bridges[url] = client
+
+    async def _refresh_view(self) -> None:
+        now = time.time()
+        for b in list(self.bridges.values()):
+            with contextlib.suppress(PeerError, OSError, TimeoutError):
+                for target in (self.keys.node_id, os.urandom(20)):
+                    self.view.add_all(await b.find_peers(target), now)
+        contacts = []
+        for rec in self.view.all():
+            for transport, address in rec.route.endpoints:
+                if transport == "udp":
+                    host, _, port = address.rpartition(":")
+                    contacts.append((host, int(port)))
+        if contacts:
+            with contextlib.suppress(PeerError, OSError):
+                await self.dht.bootstrap(contacts[:8])
+        with contextlib.suppress(PeerError, OSError):
+            self.view.add_all(await self.dht.random_walk(32), now)
+        self.view.expire(now)
+        self._choose_guards()
+
+    def _load_guards(self) -> None:
+        path = self.config.data_dir / GUARDS_FILE
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            self.guards = [bytes.fromhex(h) for h in json.loads(path.read_text())["guards"]]
+
+    def _choose_guards(self) -> None:
+        stable = [r.node_id for r in self.view.all() if r.stable]
+        changed = False
+        self.guards = [g for g in self.guards if g in stable or self.view.get(g) is None]
+        while len(self.guards) < N_GUARDS:
+            cands = [n for n in stable if n not in self.guards]
+            if not cands:
+                break
+            self.guards.append(self.rng.choice(cands))
+            changed = True
+        self.links.guards = set(self.guards)
+        if changed:
+            data = json.dumps({"guards": [g.hex() for g in self.guards]}).encode()
+            atomic_write_private(self.config.data_dir / GUARDS_FILE, data)
+
+    # ---- keeping K links ----------------------------------------------------------------------
+    async def _maintain(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.maintain_every)
+            if time.monotonic() - last_refresh > self.config.view_refresh:
+                last_refresh = time.monotonic()
+                await self._refresh_view()
+            want = [g for g in self.guards if g not in self.links.neighbours]
+            others = [r.node_id for r in self.view.all() if r.node_id not in self.links.neighbours]
+            self.rng.shuffle(others)
+            for nid in [*want, *others]:
+                if self.links.count >= self.config.max_links:
+                    break
+                rec = self.view.get(nid)
+                if rec is None:
+                    continue
+                via = self._signaller_for(rec)
+                if via is None:
+                    continue
+                with contextlib.suppress(LinkRefused):
+                    await self.links.connect(rec, via)
+
+    def _signaller_for(self, rec: PeerRecord) -> _BridgeSignaller | _NeighbourSignaller | None:
+        for n in rec.neighbours:  # an introducer we are linked to, so bridges see less
+            chan = self.links.chan_of(n)
+            if chan is not None:
+                return _NeighbourSignaller(self, chan)
+        for url in rec.route.bridges:
+            client = self.bridges.get(url)
+            if client is not None:
+                return _BridgeSignaller(url, client)
+        return None
+
+    # ---- events from the onion core -----------------------------------------------------------
+    def _on_event(self, e: ev.Event) -> None:
+        if isinstance(e, ev.ChannelClosed):
+            self.links.channel_closed(e.chan)
+        elif isinstance(e, ev.CircuitClosed):
+            with contextlib.suppress(ValueError):
+                self._circuits.remove(e.circ)
+        elif isinstance(e, ev.LinkMessageReceived):
+            msg = e.message
+            if isinstance(msg, Introduce):
+                self._introduce_for(e.chan, msg)
+            elif isinstance(msg, Introduced):
+                self.links.on_introduced(msg.source, msg.blob, _NeighbourSignaller(self, e.chan))
+
+    def _introduce_for(self, chan: int, msg: Introduce) -> None:
+        """We are the introducer: pass a sealed blob from one neighbour to another."""
+        source = self.links.by_chan.get(chan)
+        if source is None:
+            return
+        target_chan = self.links.chan_of(msg.target)
+        if target_chan is None:
+            out = Introduced(msg.target, b"")  # not reachable through us
+            self.node.send_link_message(chan, CellCommand.DB_INTRODUCED, out.encode_payload())
+        else:
+            self.node.send_link_message(target_chan, CellCommand.DB_INTRODUCED, Introduced(source, msg.blob).encode_payload())
+        self.driver._kick()
+
+    # ---- circuits and streams -----------------------------------------------------------------
+    def hop_of(self, rec: PeerRecord) -> HopSpec:
+        return HopSpec(rec.node_id, rec.ntor_key, (LinkSpecPeerNodeId(rec.node_id), LinkSpecEd25519(rec.identity_key)))
+
+    async def build_circuit(self, *, hops: int | None = None, want_exit: bool = True,
+                            avoid: tuple[bytes, ...] = ()) -> tuple[int, list[PeerRecord]]:
+        linked_guards = [g for g in self.guards if g in self.links.neighbours]
+        path = select_path(
+            self.view,
+            own_node_id=self.keys.node_id,
+            first_hops=linked_guards,
+            hops=hops or self.config.hops,
+            rng=self.rng,
+            want_exit=want_exit,
+            subnet_rule=self.config.subnet_rule,
+            avoid=avoid,
+        )
+        chan = self.links.chan_of(path[0].node_id)
+        if chan is None:
+            raise PathError("the guard's link went away")
+        circ = await self.driver.build_circuit(chan, [self.hop_of(r) for r in path])
+        self._circuits.append(circ)
+        return circ, path
+
+    async def open_stream(self, host: str, port: int) -> OnionStream:
+        """A stream to host:port through a 3-hop circuit to an exit peer (reused while it lives)."""
+        last: Exception | None = None
+        for attempt in range(3):
+            circ = next((c for c in reversed(self._circuits) if c in self.node.circuits), None)
+            if circ is None or attempt:
+                try:
+                    circ, _path = await self.build_circuit()
+                except (PathError, CircuitError) as exc:
+                    last = exc
+                    await asyncio.sleep(0.5)
+                    continue
+            try:
+                return await self.driver.open_stream(circ, host, port)
+            except (StreamError, CircuitError) as exc:
+                last = exc
+                if "EXITPOLICY" in str(exc) or "CONNECTREFUSED" in str(exc):
+                    break
+        raise StreamOpenError(f"could not open a stream: {last}")
+
+    async def _open_socks_stream(self, host: str, port: int) -> OnionStream:
+        try:
+            return await self.open_stream(host, port)
+        except StreamOpenError:
+            raise
+        except PeerError as exc:
+            raise StreamOpenError(str(exc)) from exc
+
+    # ---- status -------------------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        return {
+            "node_id": self.keys.node_id.hex(),
+            "stable": self.config.stable,
+            "links": [
+                {"peer": n.node_id.hex()[:16], "guard": n.guard, "initiator": n.initiator,
+                 "age_s": round(time.time() - n.opened_at, 1)}
+                for n in self.links.neighbours.values()
+            ],
+            "circuits": len([c for c in self._circuits if c in self.node.circuits]),
+            "relayed_circuits": len(self.node.circuits) - len([c for c in self._circuits if c in self.node.circuits]),
+            "known_peers": len(self.view),
+            "guards": [g.hex()[:16] for g in self.guards],
+            "bridges": len(self.bridges),
+            "dht": self.dht.stats(),
+            "socks": f"{self.socks.address[0]}:{self.socks.address[1]}" if self.socks else None,
+            "recent_link_refusals": self.links.refused[-5:],
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+

@@ -1,0 +1,44 @@
+"""Expiry and republishing with an injected clock (issue 6: expired records are dropped; publishers republish)."""
+
+from __future__ import annotations
+
+from dht.localnet import start_network, stop_all
+from dht.records import RecordKind
+
+from .helpers import NOW
+from .test_node import fields, own_peer_record
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_records_expire_and_come_back_when_republished() -> None:
+    clock = Clock(NOW)
+    nodes = await start_network(24, seed=81, clock=clock)
+    try:
+        publisher, gone, querier = nodes[3], nodes[4], nodes[20]
+        assert await publisher.publish_peer(own_peer_record(publisher)) >= 10
+        assert await gone.publish_peer(own_peer_record(gone)) >= 10
+        assert await publisher.publish_provider(b"name", fields(publisher)) >= 10
+        assert (await querier.find_peer(publisher.node_id)) is not None
+        ttl = publisher.config.record_ttl
+        clock.now += ttl + 1  # every record is now past its expiry
+        gone.stop()
+        assert await querier.find_peer(gone.node_id) is None
+        assert await querier.find_providers(b"name") == []
+        dropped = sum(n.store.expire(clock.now) for n in nodes)
+        assert sum(len(n.store) for n in nodes) == 0 and dropped >= 0
+        assert await publisher.republish() >= 20  # peer record and provider record, fresh expiries
+        rec = await querier.find_peer(publisher.node_id)
+        assert rec is not None and rec.expiry > clock.now
+        (prov,) = await querier.find_providers(b"name")
+        assert prov.node_id == publisher.node_id and prov.expiry > clock.now
+        assert await querier.find_peer(gone.node_id) is None  # its publisher is dead: nobody republishes
+        assert any(n.store.get(RecordKind.PEER, publisher.node_id, clock.now) for n in nodes)
+    finally:
+        stop_all(nodes)
