@@ -69,7 +69,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def waves(jobs: list[Callable[[], Awaitable[tuple[bool, float]]]], concurrency: int) -> list[tuple[bool, float]]:
+async def waves(
+    jobs: list[Callable[[], Awaitable[tuple[bool, float]]]], concurrency: int
+) -> list[tuple[bool, float]]:
     out: list[tuple[bool, float]] = []
     for i in range(0, len(jobs), concurrency):
         out.extend(await asyncio.gather(*(job() for job in jobs[i : i + concurrency])))
@@ -96,7 +98,9 @@ async def run_ours(n: int, keys: int, lookups: int, seed: int) -> list[Phase]:
 
     async def publish(name: bytes) -> tuple[bool, float]:
         node = publishers[name]
-        fields = ProviderFields(rng.randbytes(32), rng.randbytes(32), Route((("udp", "%s:%d" % node.address),)))
+        fields = ProviderFields(
+            rng.randbytes(32), rng.randbytes(32), Route((("udp", f"{node.address[0]}:{node.address[1]}"),))
+        )
         return await timed(_accepted(node.publish_provider(name, fields)))
 
     pub = await waves([lambda m=name: publish(m) for name in names], 1)  # type: ignore[misc]
@@ -131,7 +135,8 @@ async def run_ours(n: int, keys: int, lookups: int, seed: int) -> list[Phase]:
                 sum(ok for ok, _ in results) / lookups,
                 pct(lat, 0.5),
                 pct(lat, 0.95),
-                (after["lookup_rounds"] - before["lookup_rounds"]) / max(1, after["lookups"] - before["lookups"]),
+                (after["lookup_rounds"] - before["lookup_rounds"])
+                / max(1, after["lookups"] - before["lookups"]),
                 (after["rpc_sent"] - before["rpc_sent"]) / lookups,
                 mem,
                 pub_p50,

@@ -5,7 +5,7 @@ Byte layouts (big-endian, every format starts with its version byte; docs/dht.md
     route    = u8 n, n x (u8 transport, var8 address), u8 m, m x var8 bridge-url
     provider = u8 version=1, u8 kind=1, key[20], identity[32], ntor[32], seal[32],
                u64 expiry, route, signature[64]
-    peer     = u8 version=1, u8 kind=2, identity[32], ntor[32], seal[32], u8 flags,
+    peer     = u8 version=1, u8 kind=2, identity[32], ntor[32], seal[32], u8 flags (1 stable, 2 exit),
                u64 expiry, route, u8 n, n x neighbour NodeID[20], signature[64]
 
 The signature is Ed25519 by the record's identity key over everything before it, with
@@ -63,6 +63,7 @@ class Transport(enum.IntEnum):
 TRANSPORT_NAMES = {t: t.name.lower() for t in Transport}
 TRANSPORT_BY_NAME = {name: t for t, name in TRANSPORT_NAMES.items()}
 PEER_FLAG_STABLE = 0x01
+PEER_FLAG_EXIT = 0x02
 
 
 def _ascii(value: bytes, what: str) -> str:
@@ -208,6 +209,7 @@ class PeerRecord:
     stable: bool
     expiry: int  # Unix seconds
     signature: bytes = b""
+    exit: bool = False  # the peer relays streams out of the overlay (its exit policy is not empty)
 
     KIND = RecordKind.PEER
 
@@ -235,7 +237,8 @@ class PeerRecord:
     def signed_part(self) -> bytes:
         w = Writer().push_u8(RECORD_VERSION).push_u8(self.KIND)
         w.push_bytes(self.identity_key).push_bytes(self.ntor_key).push_bytes(self.seal_key)
-        w.push_u8(PEER_FLAG_STABLE if self.stable else 0).push_u64(self.expiry)
+        flags = (PEER_FLAG_STABLE if self.stable else 0) | (PEER_FLAG_EXIT if self.exit else 0)
+        w.push_u8(flags).push_u64(self.expiry)
         self.route.encode(w)
         w.push_u8(len(self.neighbours))
         for n in self.neighbours:
@@ -249,7 +252,7 @@ class PeerRecord:
     def _decode_body(cls, r: Reader) -> PeerRecord:
         identity, ntor, seal = r.pull_bytes(32), r.pull_bytes(32), r.pull_bytes(32)
         flags = r.pull_u8()
-        if flags & ~PEER_FLAG_STABLE:
+        if flags & ~(PEER_FLAG_STABLE | PEER_FLAG_EXIT):
             raise WireError("peer record: unknown flag bits")
         expiry = r.pull_u64()
         route = Route.decode(r)
@@ -260,7 +263,8 @@ class PeerRecord:
         if len(set(neighbours)) != n:
             raise WireError("peer record: duplicate neighbour")
         sig = r.pull_bytes(ED25519_SIG_LEN)
-        return cls(identity, ntor, seal, route, neighbours, bool(flags), expiry, sig)
+        stable, exit_ = bool(flags & PEER_FLAG_STABLE), bool(flags & PEER_FLAG_EXIT)
+        return cls(identity, ntor, seal, route, neighbours, stable, expiry, sig, exit_)
 
     def sign(self, identity: Identity) -> PeerRecord:
         return _sign(self, identity)

@@ -262,7 +262,10 @@ class Bridge:
         conn.register_timer = asyncio.get_running_loop().call_later(
             self.limits.register_timeout, self._register_timeout, conn
         )
-        self._send(conn, Hello(conn.nonce))
+        if self._runner is None:  # stopping
+            self._close(conn, RegisterStatus.SHUTDOWN, "the bridge is stopping")
+        else:
+            self._send(conn, Hello(conn.nonce))
         try:
             while conn.state is not ConnState.CLOSING:
                 try:
@@ -300,12 +303,17 @@ class Bridge:
         finally:
             await conn.link.close()
 
-    def _send(self, conn: _Conn, msg: LinkCellMessage) -> bool:
-        """Queue ``msg`` for ``conn``; False when the connection is closing or not reading."""
+    def _send(self, conn: _Conn, msg: LinkCellMessage, *, relayed: bool = False) -> bool:
+        """Queue ``msg`` for ``conn``; False when the connection is closing or its queue is full.
+
+        A full queue means the peer does not read: an answer to its own request then closes
+        it, while a ``relayed`` message (someone else's introduction) is only dropped.
+        """
         if conn.state is ConnState.CLOSING:
             return False
         if conn.outbox.qsize() >= self.limits.send_queue:
-            self._close(conn, RegisterStatus.PROTOCOL, "the peer does not read its messages")
+            if not relayed:
+                self._close(conn, RegisterStatus.PROTOCOL, "the peer does not read its messages")
             return False
         conn.outbox.put_nowait(encode_message(msg, 0).encode())
         return True
@@ -360,7 +368,7 @@ class Bridge:
             return
         try:
             signed = register_message(conn.nonce, self.url, msg.record)
-            pass
+            verify(record.identity_key, REGISTER_CONTEXT, signed, msg.signature)
         except CryptoError:
             self._close(
                 conn,
@@ -416,7 +424,8 @@ class Bridge:
             return
         assert conn.node_id is not None  # registered
         target = self._registry.get(msg.target)
-        if target is None or target is conn or not self._send(target, Introduced(conn.node_id, msg.blob)):
+        relayed = Introduced(conn.node_id, msg.blob)
+        if target is None or target is conn or not self._send(target, relayed, relayed=True):
             self._send(conn, Introduced(msg.target, b""))
 
 

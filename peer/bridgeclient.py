@@ -142,10 +142,15 @@ class BridgeClient:
 
         ``record()`` returns our current signed peer record (called again by :meth:`reregister`).
         """
-        if self._link is not None:
+        if self._url:
             raise UsageError("a BridgeClient connects once")
         self._url, self._keys, self._record = url, keys, record
-        link = await connect_websocket(url, timeout=timeout)
+        try:
+            link = await connect_websocket(url, timeout=timeout)
+        except TransportError as exc:
+            self._reason = f"cannot reach the bridge: {exc}"
+            self._closed.set()
+            raise BridgeError(self._reason) from exc
         self._link = link
         try:
             async with asyncio.timeout(timeout):

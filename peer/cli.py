@@ -43,6 +43,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return cmd_status(args)
 
 
+def _cmd_tor(args: argparse.Namespace) -> int:
+    from peer.tor.cli import cmd_tor
+
+    return cmd_tor(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from peer.demo import run_demo
 
@@ -148,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     tor.add_argument("-o", "--output", type=Path, default=None)
     tor.add_argument("--hops", type=int, default=3)
     tor.add_argument("--listen", default="127.0.0.1:9050")
-    tor.add_argument("--data", type=Path, default=None)
+    tor.add_argument("--data", type=Path, default=None, help="data dir (guards, consensus cache)")
+    tor.add_argument("--allow-same-subnet", action="store_true",
+                     help="allow two relays of one /16 in a path (private test networks on 127.0.0.1 only)")
     return p
 
 

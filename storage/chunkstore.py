@@ -532,8 +532,8 @@ class ChunkStore:
         pages = 0 if max_bytes is None else max(1, max_bytes // schema.PAGE_SIZE)
         async with self._lock:
             try:
-                await self._w.execute(f"PRAGMA incremental_vacuum({pages})")
-                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await self._w.execute_fetchall(f"PRAGMA incremental_vacuum({pages})")
+                await self._w.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 raise _mapped(exc) from exc
 

@@ -107,8 +107,9 @@ def tor_available() -> bool:
 class TorNet:
     """A private tor network in ``workdir``.  Use as ``with TorNet(tmp) as net:`` or start()/stop()."""
 
-    def __init__(self, workdir: Path | str, *, timeout: float = 150.0) -> None:
+    def __init__(self, workdir: Path | str, *, timeout: float = 150.0, info_logs: bool = False) -> None:
         self.workdir = Path(workdir)
+        self.info_logs = info_logs or os.environ.get("PEERSM_TORNET_INFO_LOGS") == "1"
         self.timeout = timeout
         self._nodes: list[_Node] = []
         self._started = False
@@ -290,6 +291,7 @@ class TorNet:
             "RunAsDaemon 0",
             f"PidFile {node.datadir / 'pid'}",
             f"Log notice file {node.datadir / 'notice.log'}",
+            *([f"Log info file {node.datadir / 'info.log'}"] if self.info_logs else []),
             "SafeLogging 0",
             "ShutdownWaitLength 0",
             "AssumeReachable 1",
@@ -345,6 +347,9 @@ class TorNet:
                 f"ServerDNSResolvConfFile {self.workdir / 'resolv.conf'}",
                 "ServerDNSDetectHijacking 0",
                 "ServerDNSAllowBrokenConfig 1",
+                # An exit refuses BEGIN from a previous hop missing in *its* consensus ("unknown
+                # relay", END MISC); its first consensus may predate some relays' descriptors.
+                "RefuseUnknownExits 0",
             ]
         if with_authorities:
             lines += self._dirauthority_lines()
@@ -399,7 +404,7 @@ class TorNet:
                         exit_ok = True
         if running != wanted or not exit_ok:
             return False
-        # Every relay must hold a consensus itself: an exit without one ends BEGINs with MISC.
+        # Every relay must hold a consensus itself (to extend circuits and accept BEGIN).
         return all(
             (n.datadir / "cached-microdesc-consensus").exists() for n in self._nodes if n.role != "client"
         )

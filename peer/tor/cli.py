@@ -1,13 +1,4 @@
-"""``peersm tor get URL`` and ``peersm tor socks``: our onion proxy on the Tor network (issue 3).
-
-``get`` fetches an ``http://`` URL through a fresh circuit (HTTP/1.0 GET over a BEGIN stream; the
-exit resolves the name) and writes the body to ``-o FILE`` or standard output, with progress on
-standard error.  ``socks`` runs a SOCKS5 proxy (:mod:`peer.socks`) whose CONNECTs become streams.
-Exit status: 0 success, 1 failure (with a one-line reason), 2 bad usage.
-
-Hook into ``peer/cli.py`` with :func:`add_tor_arguments` and :func:`run_tor`; also runnable as
-``python -m peer.tor.cli get|socks ...``.
-"""
+"""``peersm tor get URL`` and ``peersm tor socks``: our onion proxy on the Tor network."""
 
 from __future__ import annotations
 
@@ -18,223 +9,127 @@ import os
 import signal
 import sys
 import time
-import urllib.parse
-from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from urllib.parse import urlsplit
 
-from peer.driver import OnionStream
 from peer.errors import PeerError, UsageError
-from peer.socks import ByteStream, SocksServer
-from peer.tor.client import TorClient
-from peer.tor.directory import AuthoritySpec
-
-READ_CHUNK = 256 * 1024
-MAX_HEADER = 64 * 1024
+from peer.socks import SocksServer, StreamOpenError
+from peer.tor.client import TorClient, read_http_response
+from peer.tor.directory import AuthoritySpec, DirectoryClient
+from peer.tor.guards import GuardSet
 
 
-class HttpError(PeerError):
-    kind = "http"
+class _Progress:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, got: int, total: int | None, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.5:
+            return
+        self.last = now
+        rate = got / max(now - self.t0, 1e-6)
+        pct = f"{100 * got / total:5.1f}% of {total / 1e6:.1f} MB" if total else f"{got / 1e6:.1f} MB"
+        eta = f", ETA {max(0.0, (total - got) / rate):.0f} s" if total and rate > 0 else ""
+        line = f"  {pct}  {rate / 1e6:.2f} MB/s{eta}"
+        print(("\r" + line) if self.tty else line, end="" if self.tty and not final else "\n",
+              file=sys.stderr, flush=True)
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "peersm"
+async def _directory(args: argparse.Namespace) -> tuple[DirectoryClient, Path]:
+    from peer.cli import default_data_dir
 
-
-def add_tor_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["get", "socks"], help="get: fetch URL; socks: run a SOCKS5 proxy")
-    p.add_argument("url", nargs="?", help="http:// URL to fetch (get)")
-    p.add_argument(
-        "--authority",
-        action="append",
-        default=[],
-        metavar="HOST:DIRPORT=V3IDENT",
-        help="a trusted directory authority (repeatable; a majority must sign the consensus)",
-    )
-    p.add_argument("-o", "--output", type=Path, default=None, help="write the body here (default: stdout)")
-    p.add_argument("--hops", type=int, default=3, help="circuit length, 2 to 5 (default 3)")
-    p.add_argument(
-        "--listen", default="127.0.0.1:9050", help="SOCKS5 listen address (socks; default 127.0.0.1:9050)"
-    )
-    p.add_argument("--data", type=Path, default=None, help="data directory (guards, consensus cache)")
-    p.add_argument(
-        "--allow-same-subnet",
-        action="store_true",
-        help="allow two hops in one /16 (private test networks where every relay is on 127.0.0.1)",
-    )
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for each network step")
-
-
-def _progress(msg: str) -> None:
-    print(f"peersm tor: {msg}", file=sys.stderr, flush=True)
-
-
-def _client(args: argparse.Namespace) -> TorClient:
     if not args.authority:
         raise UsageError("give at least one --authority HOST:DIRPORT=V3IDENT")
-    auths = [AuthoritySpec.parse(a) for a in args.authority]
-    return TorClient(
-        auths,
-        args.data or default_data_dir(),
-        hops=args.hops,
-        allow_same_subnet=args.allow_same_subnet,
-        timeout=args.timeout,
-        progress=_progress,
-    )
-
-
-def parse_http_url(url: str) -> tuple[str, int, str]:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise UsageError(f"only http:// URLs can be fetched, not {url!r}")
-    try:
-        port = parts.port or 80
-    except ValueError as exc:
-        raise UsageError(f"bad port in {url!r}") from exc
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return parts.hostname, port, path
-
-
-async def _read_head(stream: OnionStream) -> tuple[int, dict[str, str], bytes]:
-    buf = bytearray()
-    while b"\r\n\r\n" not in buf:
-        chunk = await stream.read(READ_CHUNK)
-        if not chunk:
-            raise HttpError("the server closed the connection before answering")
-        buf += chunk
-        if len(buf) > MAX_HEADER and b"\r\n\r\n" not in buf:
-            raise HttpError("HTTP response header too large")
-    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = lines[0].split(" ", 2)
-    if len(status) < 2 or not status[0].startswith("HTTP/") or not status[1].isdigit():
-        raise HttpError("not an HTTP response")
-    headers = {}
-    for line in lines[1:]:
-        k, sep, v = line.partition(":")
-        if sep:
-            headers[k.strip().lower()] = v.strip()
-    return int(status[1]), headers, rest
-
-
-async def http_get(client: TorClient, url: str, out: BinaryIO) -> int:
-    """Fetch ``url`` through ``client``; write the body to ``out``; return its length."""
-    host, port, path = parse_http_url(url)
-    stream = await client.open_stream(host, port)
-    try:
-        req = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: peersm\r\nAccept: */*\r\n\r\n"
-        await stream.write(req.encode("latin-1"))
-        status, headers, body = await _read_head(stream)
-        if not 200 <= status < 300:
-            raise HttpError(f"the server answered HTTP {status}")
-        expected = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else None
-        total = 0
-        last = time.monotonic()
-        start = last
-        while True:
-            if not body:
-                body = await stream.read(READ_CHUNK)
-                if not body:
-                    break
-            out.write(body)
-            total += len(body)
-            now = time.monotonic()
-            if now - last >= 1.0:
-                last = now
-                rate = total / max(now - start, 1e-6) / 1e6
-                of = f" of {expected}" if expected is not None else ""
-                _progress(f"{total}{of} bytes ({rate:.1f} MB/s)")
-            body = b""
-        if expected is not None and total != expected:
-            raise HttpError(f"the body is truncated: {total} of {expected} bytes")
-        elapsed = time.monotonic() - start
-        _progress(f"received {total} bytes in {elapsed:.1f} s ({total / max(elapsed, 1e-6) / 1e6:.1f} MB/s)")
-        return total
-    finally:
-        with contextlib.suppress(PeerError):
-            await stream.close()
+    data = args.data or default_data_dir()
+    return DirectoryClient([AuthoritySpec.parse(a) for a in args.authority], data), data
 
 
 async def _get(args: argparse.Namespace) -> int:
     if not args.url:
-        raise UsageError("tor get needs a URL")
-    parse_http_url(args.url)
-    async with _client(args) as client:
-        _, port, _ = parse_http_url(args.url)
-        built = await client.circuit_for(port)
-        _progress("path: " + ", ".join(f"{r.nickname} ({r.rsa_id.hex()[:16]})" for r in built.path))
-        if args.output is None:
-            await http_get(client, args.url, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-        else:
-            tmp = args.output.with_name(args.output.name + ".part")
-            try:
-                with open(tmp, "wb") as f:
-                    await http_get(client, args.url, f)
-                os.replace(tmp, args.output)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-    return 0
-
-
-def parse_listen(spec: str) -> tuple[str, int]:
-    host, sep, port = spec.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"--listen wants HOST:PORT, got {spec!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+        raise UsageError("peersm tor get needs a URL")
+    u = urlsplit(args.url)
+    if u.scheme != "http" or not u.hostname:
+        raise UsageError("only http:// URLs are supported (https would need TLS over the stream)")
+    port = u.port or 80
+    dirc, data = await _directory(args)
+    print("fetching and verifying the consensus…", file=sys.stderr)
+    directory = await dirc.get(time.time())
+    client = TorClient(directory, guards=GuardSet.in_data_dir(data), allow_same_subnet=args.allow_same_subnet)
+    try:
+        path = client.choose_path(port, args.hops)
+        print(f"building a {len(path)}-hop circuit…", file=sys.stderr)
+        circ = await client.build_circuit(path)
+        stream = await client.driver.open_stream(circ, u.hostname, port)
+        target = u.path or "/"
+        if u.query:
+            target += "?" + u.query
+        await stream.write(f"GET {target} HTTP/1.0\r\nHost: {u.hostname}\r\nUser-Agent: peersm\r\n\r\n".encode())
+        out_path: Path | None = args.output
+        tmp = out_path.with_name(f".{out_path.name}.part") if out_path else None
+        sink_file = open(tmp, "wb") if tmp else None  # noqa: SIM115
+        progress = _Progress()
+        try:
+            status, _headers = await read_http_response(
+                stream, progress, (sink_file.write if sink_file else sys.stdout.buffer.write)
+            )
+        finally:
+            if sink_file:
+                sink_file.flush()
+                os.fsync(sink_file.fileno())
+                sink_file.close()
+        if status != 200:
+            if tmp:
+                tmp.unlink(missing_ok=True)
+            print(f"peersm tor get: the server answered HTTP {status}", file=sys.stderr)
+            return 1
+        if tmp and out_path:
+            os.replace(tmp, out_path)
+        print(f"done through {len(path)} relays", file=sys.stderr)
+        return 0
+    finally:
+        await client.close()
 
 
 async def _socks(args: argparse.Namespace) -> int:
-    host, port = parse_listen(args.listen)
-    async with _client(args) as client:
+    from peer.up import parse_hostport
 
-        async def open_stream(h: str, p: int) -> ByteStream:
-            return await client.open_stream(h, p)
+    host, port = parse_hostport(args.listen, loopback_only=True)
+    dirc, data = await _directory(args)
+    directory = await dirc.get(time.time())
+    client = TorClient(directory, guards=GuardSet.in_data_dir(data), allow_same_subnet=args.allow_same_subnet)
 
-        server = SocksServer(open_stream)
-        bound = await server.start(host, port)
-        _progress(f"SOCKS5 proxy listening on {bound[0]}:{bound[1]}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+    async def open_stream(h: str, p: int):  # type: ignore[no-untyped-def]
         try:
-            await stop.wait()
-        finally:
-            await server.close()
+            return await client.open_stream(h, p, hops=args.hops)
+        except PeerError as exc:
+            raise StreamOpenError(str(exc)) from exc
+
+    server = SocksServer(open_stream)
+    addr = await server.start(host, port)
+    print(f"SOCKS5 proxy on {addr[0]}:{addr[1]} (use curl --socks5-hostname)", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.close()
+    await client.close()
     return 0
 
 
-def run_tor(args: argparse.Namespace) -> int:
-    """Entry point for ``peersm tor ...``; returns the exit status."""
+def cmd_tor(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_get(args) if args.action == "get" else _socks(args))
-    except UsageError as exc:
-        print(f"peersm tor: {exc}", file=sys.stderr)
-        return 2
     except PeerError as exc:
-        print(f"peersm tor {args.action}: failed: {exc} [{exc.kind}]", file=sys.stderr)
-        return 1
-    except TimeoutError:
-        print(f"peersm tor {args.action}: failed: timed out after {args.timeout:.0f} s", file=sys.stderr)
+        print(f"\npeersm tor {args.action}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"peersm tor {args.action}: failed: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        print(f"\npeersm tor {args.action}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="peersm tor", description="use our onion proxy on the Tor network")
-    add_tor_arguments(p)
-    return run_tor(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        with contextlib.suppress(Exception):
+            print("interrupted", file=sys.stderr)
+        return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 
@@ -93,11 +94,12 @@ async def recv_msg(link: WebSocketLink) -> LinkCellMessage:
 
 
 async def recv_until_closed(link: WebSocketLink) -> list[LinkCellMessage]:
-    """Every message until the bridge closes the link."""
+    """Every message until the bridge closes the link (a bridge that never closes fails the test)."""
     out: list[LinkCellMessage] = []
     try:
-        while True:
-            out.append(await recv_msg(link))
+        async with asyncio.timeout(15):
+            while True:
+                out.append(await recv_msg(link))
     except LinkClosed:
         return out
 

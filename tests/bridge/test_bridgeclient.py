@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 
 import pytest
 
@@ -156,3 +157,14 @@ async def test_connect_once_only(bridge: Bridge, rng: random.Random) -> None:
     with pytest.raises(UsageError):
         await client.connect(bridge.url, a.keys, lambda: a.record)
     await client.close()
+
+
+async def test_unreachable_bridge_is_a_bridge_error(rng: random.Random) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    a = make_peer(rng)
+    client = BridgeClient()
+    with pytest.raises(BridgeError, match="cannot reach"):
+        await client.connect(f"ws://127.0.0.1:{port}/peersm/v1", a.keys, lambda: a.record, timeout=5)
+    assert client.closed

@@ -17,9 +17,16 @@ def identity(rng: random.Random) -> Identity:
     return Identity.generate(rng.randbytes)
 
 
-def provider(ident: Identity, key: bytes, *, expiry: float = NOW + 600, route: Route | None = None) -> ProviderRecord:
+def provider(
+    ident: Identity, key: bytes, *, expiry: float = NOW + 600, route: Route | None = None
+) -> ProviderRecord:
     return ProviderRecord(
-        key, ident.public, bytes(range(32)), bytes(range(1, 33)), route or Route((("udp", "127.0.0.1:9"),)), int(expiry)
+        key,
+        ident.public,
+        bytes(range(32)),
+        bytes(range(1, 33)),
+        route or Route((("udp", "127.0.0.1:9"),)),
+        int(expiry),
     ).sign(ident)
 
 

@@ -79,7 +79,7 @@ def test_dead_contacts_are_skipped() -> None:
 
 
 def test_alpha_slots_and_stall() -> None:
-    contacts, tables = network(50, 5)
+    contacts, _ = network(50, 5)
     lookup = Lookup(random_id(random.Random(6)), contacts[:10], k=5, alpha=3)
     first = lookup.next_queries()
     assert len(first) == 3 and lookup.next_queries() == []

@@ -63,7 +63,9 @@ requests = st.builds(
     st.one_of(st.none(), st.binary(min_size=16, max_size=16)),
     st.integers(0, 100),
 )
-proofs = st.one_of(st.none(), st.builds(Proof, st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64)))
+proofs = st.one_of(
+    st.none(), st.builds(Proof, st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64))
+)
 
 
 @given(requests)

@@ -42,7 +42,7 @@ def own_peer_record(node: DhtNode) -> PeerRecord:
         ident.public,
         bytes(32),
         bytes(31) + b"\x02",
-        Route((("udp", "%s:%d" % node.address),)),
+        Route((("udp", f"{node.address[0]}:{node.address[1]}"),)),
         (),
         False,
         0,
@@ -50,10 +50,10 @@ def own_peer_record(node: DhtNode) -> PeerRecord:
 
 
 def fields(node: DhtNode) -> ProviderFields:
-    return ProviderFields(bytes(32), bytes(32), Route((("udp", "%s:%d" % node.address),)))
+    return ProviderFields(bytes(32), bytes(32), Route((("udp", f"{node.address[0]}:{node.address[1]}"),)))
 
 
-async def batched(coros: list, size: int = 16) -> list:  # type: ignore[type-arg]
+async def batched(coros: list, size: int = 16) -> list:
     out = []
     for i in range(0, len(coros), size):
         out.extend(await asyncio.gather(*coros[i : i + size]))
@@ -91,7 +91,11 @@ async def test_500_lookups_all_succeed(net: list[DhtNode]) -> None:
         else:
             target = rng.choice([n for n in net if n is not querier])
             rec = await querier.find_peer(target.node_id)
-            ok += rec is not None and rec.node_id == target.node_id and rec.route == own_peer_record(target).route
+            ok += (
+                rec is not None
+                and rec.node_id == target.node_id
+                and rec.route == own_peer_record(target).route
+            )
     assert ok == 500
 
 
@@ -117,7 +121,9 @@ def bad_records(key: bytes, rng: random.Random, now: float) -> dict[str, bytes]:
         "forged": replace(good, route=Route((("udp", "127.66.0.1:1"),))).encode(),
         "expired": replace(good, expiry=int(now - 10)).sign(alice).encode(),
         "far-future": replace(good, expiry=int(now + 30 * 24 * 3600)).sign(alice).encode(),
-        "wrong-signer": replace(unsigned, signature=mallory.sign(RECORD_CONTEXT, unsigned.signed_part())).encode(),
+        "wrong-signer": replace(
+            unsigned, signature=mallory.sign(RECORD_CONTEXT, unsigned.signed_part())
+        ).encode(),
         "oversized": oversized_peer_record(),
     }
 
@@ -190,7 +196,9 @@ async def test_bad_records_never_returned(net: list[DhtNode]) -> None:
         assert [r.node_id for r in found] == [honest.node_id]
         for r in found:
             decode_valid(r.encode(), querier._clock(), key=key)
-        asked_liar += querier.last_lookup is not None and querier.last_lookup.state_of(liar.node_id) is not None
+        asked_liar += (
+            querier.last_lookup is not None and querier.last_lookup.state_of(liar.node_id) is not None
+        )
     assert asked_liar > 0  # the liar was on the lookups' paths
     assert sum(n.lookup_stats.invalid_records for n in net) > 0
     liar.stop()
@@ -208,7 +216,9 @@ async def test_random_walk_gathers_peer_records(net: list[DhtNode]) -> None:
 async def test_client_queries_but_never_enters_tables(net: list[DhtNode]) -> None:
     rng = random.Random(5)
     client = DhtNode()
-    await client.start(Identity.generate(rng.randbytes), "127.252.1.1", 0, full_node=False, bootstrap=[net[0].address])
+    await client.start(
+        Identity.generate(rng.randbytes), "127.252.1.1", 0, full_node=False, bootstrap=[net[0].address]
+    )
     target = net[42]
     rec = await client.find_peer(target.node_id)
     assert rec is not None and rec.node_id == target.node_id

@@ -26,7 +26,7 @@ class SybilResponder(Responder):
     """Answers FIND_VALUE for KEY with only its own (valid) record and only fellow Sybils; drops stores."""
 
     own: bytes = b""
-    fellows: tuple = ()  # type: ignore[type-arg]
+    fellows: tuple = ()
 
     def _answer(self, req, addr, now, budget):  # type: ignore[no-untyped-def]
         if isinstance(req.body, Store):
@@ -53,9 +53,18 @@ async def test_honest_provider_found_despite_sybils() -> None:
         for s in sybils:
             evil = SybilResponder(s.identity, s.table, s.store, s.verified, s._challenge, 20)
             now = s._clock()
-            evil.own = ProviderRecord(
-                KEY, s.identity.public, bytes(32), bytes(32), Route((("udp", "127.6.6.6:6"),)), int(now + 600)
-            ).sign(s.identity).encode()
+            evil.own = (
+                ProviderRecord(
+                    KEY,
+                    s.identity.public,
+                    bytes(32),
+                    bytes(32),
+                    Route((("udp", "127.6.6.6:6"),)),
+                    int(now + 600),
+                )
+                .sign(s.identity)
+                .encode()
+            )
             evil.fellows = tuple(x.contact for x in sybils if x is not s)
             s.responder = evil
         ordbs = rng.sample(honest, 3)

@@ -18,14 +18,15 @@ async def endpoint(host: str, handler) -> DhtProtocol:  # type: ignore[no-untype
     loop = asyncio.get_running_loop()
     rng = random.Random(1)
     _, proto = await loop.create_datagram_endpoint(
-        lambda: DhtProtocol(handler, rng.randbytes, RttEstimator(initial=0.2, minimum=0.1)), local_addr=(host, 0)
+        lambda: DhtProtocol(handler, rng.randbytes, RttEstimator(initial=0.2, minimum=0.1)),
+        local_addr=(host, 0),
     )
     return proto
 
 
 def address(proto: DhtProtocol) -> tuple[str, int]:
     assert proto.transport is not None
-    return proto.transport.get_extra_info("sockname")[:2]  # type: ignore[no-any-return]
+    return proto.transport.get_extra_info("sockname")[:2]
 
 
 async def test_request_reply_and_bad_datagrams() -> None:
@@ -59,8 +60,8 @@ async def test_request_reply_and_bad_datagrams() -> None:
     assert await raw.exchange(good, address(server)) is not None
     assert len(seen) == 2
     raw.transport.close()
-    client.transport.close()  # type: ignore[union-attr]
-    server.transport.close()  # type: ignore[union-attr]
+    client.transport.close()
+    server.transport.close()
 
 
 async def test_reply_only_from_the_address_asked_and_timeouts() -> None:
@@ -71,7 +72,7 @@ async def test_reply_only_from_the_address_asked_and_timeouts() -> None:
     target = silent.transport.get_extra_info("sockname")[:2]
     fut = client.call(target, "ping", Request(bytes(20), Ping()).encode())
     await asyncio.sleep(0.02)
-    (request, _), = silent.received
+    ((request, _),) = silent.received
     msg_id = request[1:21]
     # The right message id from the wrong address is ignored.
     spoofer.transport.sendto(bytes([REPLY]) + msg_id + umsgpack.packb(b"forged"), address(client))
@@ -82,7 +83,7 @@ async def test_reply_only_from_the_address_asked_and_timeouts() -> None:
     await asyncio.sleep(0.05)
     assert client.stats.late_replies == 1 and client.rtt.samples == 1
     for t in (silent.transport, spoofer.transport, client.transport):
-        t.close()  # type: ignore[union-attr]
+        t.close()
 
 
 async def test_oversized_request_refused_locally() -> None:
@@ -93,4 +94,4 @@ async def test_oversized_request_refused_locally() -> None:
         assert "exceeds" in str(exc)
     else:
         raise AssertionError("an oversized request was sent")
-    client.transport.close()  # type: ignore[union-attr]
+    client.transport.close()

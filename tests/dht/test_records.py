@@ -47,9 +47,9 @@ def test_provider_roundtrip(route: Route, expiry: int, sig: bytes) -> None:
     assert data[0] == 1 and data[1] == 1
 
 
-@given(routes, st.lists(st.binary(min_size=20, max_size=20), max_size=8, unique=True), st.booleans())
-def test_peer_roundtrip(route: Route, neighbours: list[bytes], stable: bool) -> None:
-    rec = PeerRecord(ALICE.public, bytes(32), bytes(32), route, tuple(neighbours), stable, 5, bytes(64))
+@given(routes, st.lists(st.binary(min_size=20, max_size=20), max_size=8, unique=True), st.booleans(), st.booleans())
+def test_peer_roundtrip(route: Route, neighbours: list[bytes], stable: bool, exit_: bool) -> None:
+    rec = PeerRecord(ALICE.public, bytes(32), bytes(32), route, tuple(neighbours), stable, 5, bytes(64), exit_)
     assert decode_record(rec.encode()) == rec
 
 
@@ -152,7 +152,7 @@ def test_non_canonical_refused() -> None:
         decode_record(data + b"\x00")
     rec = peer(ALICE)
     raw = bytearray(rec.encode())
-    raw[1 + 1 + 96] = 0x81  # unknown flag bit
+    raw[1 + 1 + 96] = 0x85  # unknown flag bit
     with pytest.raises(WireError):
         decode_record(bytes(raw))
 

@@ -6,8 +6,8 @@ import random
 from dataclasses import replace
 
 from dht.keys import provider_key
+from dht.records import Record, RecordKind
 from dht.recordstore import RecordStore, StoreLimits, StoreResult
-from dht.records import RecordKind
 
 from .helpers import NOW, identity, peer, provider
 
@@ -16,8 +16,8 @@ IDS = [identity(RNG) for _ in range(12)]
 KEY = provider_key(b"x")
 
 
-def put(store: RecordStore, rec: object, prefix: str = "127.1", now: float = NOW) -> StoreResult:
-    return store.put(rec, rec.encode(), prefix, now)  # type: ignore[attr-defined]
+def put(store: RecordStore, rec: Record, prefix: str = "127.1", now: float = NOW) -> StoreResult:
+    return store.put(rec, rec.encode(), prefix, now)
 
 
 def test_store_and_get_many_publishers() -> None:
@@ -44,7 +44,7 @@ def test_newer_record_replaces_older_from_same_publisher() -> None:
     assert put(store, provider(IDS[0], KEY, expiry=NOW + 100)) is StoreResult.STORED
     assert put(store, provider(IDS[0], KEY, expiry=NOW + 50)) is StoreResult.UNCHANGED
     assert put(store, provider(IDS[0], KEY, expiry=NOW + 200)) is StoreResult.REPLACED
-    (rec, _), = store.get(RecordKind.PROVIDER, KEY, NOW)
+    ((rec, _),) = store.get(RecordKind.PROVIDER, KEY, NOW)
     assert rec.expiry == int(NOW + 200)
     assert len(store) == 1
 

@@ -27,8 +27,8 @@ from dht.messages import (
 )
 from dht.node import DhtNode
 from dht.protocol import REQUEST
-from dht.recordstore import RecordStore
 from dht.records import RecordKind
+from dht.recordstore import RecordStore
 from dht.responder import Responder, VerifiedCache
 from dht.routing import DhtRoutingTable
 
@@ -66,9 +66,12 @@ bodies = st.one_of(
 )
 
 
+SHARED, _ = make_responder()  # only read by the property below (unverified requests change nothing)
+
+
 @given(bodies, st.booleans(), st.booleans(), st.integers(0, 1100))
 def test_unverified_reply_never_larger_than_request(body, full, proof, pad) -> None:  # type: ignore[no-untyped-def]
-    responder, _ = make_responder()
+    responder = SHARED
     req = Request(STRANGER.node_id, body, full, bytes(16) if proof else None, pad)
     if datagram_size(req) > MAX_DATAGRAM or len(req.encode()) > MAX_PAYLOAD:
         return  # not a legal request (tested in test_messages)
@@ -80,12 +83,16 @@ def test_unverified_reply_never_larger_than_request(body, full, proof, pad) -> N
 def test_verified_requester_gets_full_reply_and_no_challenge() -> None:
     responder, challenged = make_responder()
     req = Request(STRANGER.node_id, FindNode(random_id(RNG)), True)
-    small = Reply.decode(responder.handle(req.encode(), ADDR, datagram_size(req), NOW) or b"", MsgType.FIND_NODE)
+    small = Reply.decode(
+        responder.handle(req.encode(), ADDR, datagram_size(req), NOW) or b"", MsgType.FIND_NODE
+    )
     assert small.truncated and isinstance(small.body, Nodes) and small.body.contacts == ()
     assert challenged == [(ADDR, STRANGER.node_id)]  # a claim is checked, never trusted
     assert responder.table.get(STRANGER.node_id) is None
     responder.verified.add(ADDR, STRANGER.node_id)  # as after a successful challenge
-    full = Reply.decode(responder.handle(req.encode(), ADDR, datagram_size(req), NOW) or b"", MsgType.FIND_NODE)
+    full = Reply.decode(
+        responder.handle(req.encode(), ADDR, datagram_size(req), NOW) or b"", MsgType.FIND_NODE
+    )
     assert full.verified_you and not full.truncated and isinstance(full.body, Nodes)
     assert len(full.body.contacts) == 20
     assert len(challenged) == 1
@@ -96,7 +103,9 @@ def test_verified_at_another_address_is_not_verified() -> None:
     responder.verified.add(ADDR, STRANGER.node_id)
     req = Request(STRANGER.node_id, FindNode(random_id(RNG)), True)
     other = ("127.9.9.10", 4242)
-    reply = Reply.decode(responder.handle(req.encode(), other, datagram_size(req), NOW) or b"", MsgType.FIND_NODE)
+    reply = Reply.decode(
+        responder.handle(req.encode(), other, datagram_size(req), NOW) or b"", MsgType.FIND_NODE
+    )
     assert not reply.verified_you and reply.truncated
     assert challenged == [(other, STRANGER.node_id)]
 
@@ -104,7 +113,9 @@ def test_verified_at_another_address_is_not_verified() -> None:
 def test_padded_request_gets_full_reply() -> None:
     responder, _ = make_responder()
     req = Request(STRANGER.node_id, FindNode(random_id(RNG)), False, bytes(16)).padded_to(1150)
-    reply = Reply.decode(responder.handle(req.encode(), ADDR, datagram_size(req), NOW) or b"", MsgType.FIND_NODE)
+    reply = Reply.decode(
+        responder.handle(req.encode(), ADDR, datagram_size(req), NOW) or b"", MsgType.FIND_NODE
+    )
     assert not reply.truncated and reply.proof is not None
     assert isinstance(reply.body, Nodes) and len(reply.body.contacts) == 20
 
@@ -159,7 +170,9 @@ async def test_admission_over_the_network() -> None:
         honest = nodes[5]
         gossip = DhtNode()
         await gossip.start(identity(rng), "127.202.0.1", 0, bootstrap=[n.address for n in nodes[:3]])
-        liar_resp = Gossip(gossip.identity, gossip.table, gossip.store, gossip.verified, gossip._challenge, 20)
+        liar_resp = Gossip(
+            gossip.identity, gossip.table, gossip.store, gossip.verified, gossip._challenge, 20
+        )
         liar_resp.claim = Contact(fake_id, *honest.address)
         gossip.responder = liar_resp
         for n in nodes[10:20]:
