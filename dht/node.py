@@ -267,6 +267,8 @@ class DhtNode:
 
     def _note_failure(self, contact: Contact, *, hard: bool = False) -> None:
         count = self._failures.get(contact.node_id, 0) + 1
+        if len(self._failures) >= self.config.verified_cache:
+            self._failures.clear()  # bounded: forgetting a count only delays one eviction
         self._failures[contact.node_id] = count
         if hard or (count >= self.config.max_failures and self._can_evict(contact.node_id)):
             self._failures.pop(contact.node_id, None)
@@ -309,7 +311,8 @@ class DhtNode:
         """An unknown full node queried us: check it at its observed address before admitting it."""
         if addr in self._challenging or len(self._challenging) >= self.config.max_challenges:
             return
-        if self.table.get(claimed) is not None and self.table.get(claimed) == Contact(claimed, *addr):
+        if self.table.get(claimed) == Contact(claimed, *addr):
+            self.verified.add(addr, claimed)  # admitted earlier, dropped from the cache since
             return
         self._challenging.add(addr)
 

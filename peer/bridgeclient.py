@@ -192,8 +192,9 @@ class BridgeClient:
     async def reregister(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Register our current record again (after it changed: neighbours, route, expiry)."""
         link = self._require_link()
+        msg = self._register_message()
         fut = self._register_request()
-        await self._send(self._register_message(), link)
+        await self._send(msg, link)
         async with asyncio.timeout(timeout):
             reply = await fut
         if not reply.ok:

@@ -49,6 +49,22 @@ def _cmd_tor(args: argparse.Namespace) -> int:
     return cmd_tor(args)
 
 
+def _cmd_bridge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from peer.bridge import run_bridge
+    from peer.errors import UsageError
+
+    try:
+        return asyncio.run(run_bridge(args.listen))
+    except UsageError as exc:
+        print(f"peersm bridge: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"peersm bridge: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from peer.demo import run_demo
 

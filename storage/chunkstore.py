@@ -532,7 +532,8 @@ class ChunkStore:
         pages = 0 if max_bytes is None else max(1, max_bytes // schema.PAGE_SIZE)
         async with self._lock:
             try:
-                await self._w.execute_fetchall(f"PRAGMA incremental_vacuum({pages})")
+                # executescript steps the pragma to completion (execute() would free one page only).
+                await self._w.executescript(f"PRAGMA incremental_vacuum({pages});")
                 await self._w.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 raise _mapped(exc) from exc

@@ -79,6 +79,8 @@ async def test_reregister_with_another_identity_is_refused(bridge: Bridge, rng: 
     current[0] = b.record
     with pytest.raises(UsageError):  # refused locally: not our identity
         await ca.reregister()
+    current[0] = make_record(a.keys, neighbours=(b.node_id,))
+    await ca.reregister()  # the refused attempt left nothing behind
     await ca.close()
 
 

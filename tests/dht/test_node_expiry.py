@@ -42,3 +42,31 @@ async def test_records_expire_and_come_back_when_republished() -> None:
         assert any(n.store.get(RecordKind.PEER, publisher.node_id, clock.now) for n in nodes)
     finally:
         stop_all(nodes)
+
+
+async def test_publish_peer_refuses_a_foreign_record_and_bootstrap_survives_silence() -> None:
+    import random
+
+    import pytest
+
+    from dht.node import DhtConfig, DhtNode
+    from peer.crypto.identity import Identity
+    from peer.errors import UsageError
+
+    nodes = await start_network(3, seed=82)
+    lonely = DhtNode()
+    try:
+        with pytest.raises(UsageError):
+            await nodes[0].publish_peer(own_peer_record(nodes[1]))
+        rng = random.Random(83)
+        cfg = DhtConfig(timeout_initial=0.05, bootstrap_attempts=2)
+        await lonely.start(Identity.generate(rng.randbytes), "127.90.0.1", 0, config=cfg)
+        assert await lonely.bootstrap([("127.90.0.2", 9)]) == 0  # nobody there: no crash, empty table
+        assert await lonely.find_peer(nodes[0].node_id) is None
+        assert await lonely.bootstrap([nodes[0].address]) >= 2
+        assert await lonely.find_peer(nodes[0].node_id) is None  # nothing published yet
+        with pytest.raises(UsageError):
+            await lonely.start(Identity.generate(rng.randbytes), "127.90.0.1", 0)
+    finally:
+        lonely.stop()
+        stop_all(nodes)

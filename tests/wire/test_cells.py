@@ -159,6 +159,9 @@ def test_every_command_number_has_its_variable_flag() -> None:
         CellCommand.DB_FOUND_PEER,
         CellCommand.DB_INTRODUCE,
         CellCommand.DB_INTRODUCED,
+        CellCommand.DB_HELLO,
+        CellCommand.DB_REGISTER,
+        CellCommand.DB_REGISTERED,
     ]
 
 
