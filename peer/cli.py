@@ -65,6 +65,38 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_testnet(args: argparse.Namespace) -> int:
+    import json
+
+    from peer.errors import PeerError
+    from peer.testnet import TestnetSpec, testnet_down, testnet_up
+
+    if args.dir is None:
+        print("peersm testnet: --dir is required", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "up":
+            state = testnet_up(
+                TestnetSpec(peers=args.peers, dir=args.dir, links=args.links, exits=args.exits)
+            )
+            print(
+                json.dumps(
+                    {
+                        "bridge": state["bridge"],
+                        "peers": [{k: p[k] for k in ("name", "data_dir", "api")} for p in state["peers"]],
+                    },
+                    indent=1,
+                )
+            )
+        else:
+            n = testnet_down(args.dir)
+            print(f"stopped {n} processes", file=sys.stderr)
+    except PeerError as exc:
+        print(f"peersm testnet {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from peer.demo import run_demo
 
@@ -91,19 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     up = add(
         "up",
         "run a peer (OP + OR + ORDB) that joins through bridges and keeps its links",
-        _not_built("up", "peer links issue"),
+        _cmd_up,
     )
     up.add_argument("--data", type=Path, default=None, help="data directory")
     up.add_argument("--bridge", action="append", default=[], help="bridge WebSocket URL (repeatable)")
-    up.add_argument("--listen", help="this peer's address, ADDRESS[:UDP_PORT] (DHT and WebRTC; default 127.0.0.1)")
+    up.add_argument(
+        "--listen", help="this peer's address, ADDRESS[:UDP_PORT] (DHT and WebRTC; default 127.0.0.1)"
+    )
     up.add_argument("--links", type=int, default=8, help="links to keep, inbound and outbound (default 8)")
     up.add_argument("--ice-allow", help="addresses WebRTC may reveal and use (comma separated)")
     up.add_argument("--exit-policy", help="exit policy (default: no exit)")
     up.add_argument("--ui", help="web UI address, 127.0.0.1:PORT")
     up.add_argument("--socks", help="SOCKS5 listener, 127.0.0.1:PORT")
     up.add_argument("--stable", action="store_true", help="persist a stable identity (eligible as a guard)")
-    up.add_argument("--no-subnet-rule", action="store_true",
-                    help="allow two hops in one /16 (only for test networks on a single address)")
+    up.add_argument(
+        "--no-subnet-rule",
+        action="store_true",
+        help="allow two hops in one /16 (only for test networks on a single address)",
+    )
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     demo = add("demo", "run a local network on this machine and move data through it anonymously", _cmd_demo)
@@ -111,15 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--megabytes", type=float, default=4.0, help="data to move (default 4 MB)")
     demo.add_argument("--hops", type=int, default=3, help="circuit length (default 3)")
 
-    testnet = add(
-        "testnet",
-        "start or stop a bridge and N peers as processes on loopback",
-        _not_built("testnet", "anonymous share and get issue"),
-    )
+    testnet = add("testnet", "start or stop a bridge and N peers as processes on loopback", _cmd_testnet)
     testnet.add_argument("action", choices=["up", "down"])
-    testnet.add_argument("--peers", type=int, default=8)
-    testnet.add_argument("--dir", type=Path, required=False)
-    testnet.add_argument("--links", type=int, default=3)
+    testnet.add_argument("--peers", type=int, default=8, help="number of peers (default 8)")
+    testnet.add_argument(
+        "--dir", type=Path, required=False, help="directory for data dirs, logs, testnet.json"
+    )
+    testnet.add_argument("--links", type=int, default=3, help="links per peer (default 3)")
+    testnet.add_argument("--exits", type=int, default=1, help="peers (the last ones) that exit to 127.0.0.1")
 
     share = add(
         "share",
@@ -142,14 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = add(
         "status",
         "show a running peer's links, circuits and transfers",
-        _not_built("status", "peer links issue"),
+        _cmd_status,
     )
     status.add_argument("--data", type=Path, default=None)
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
 
     bridge = add(
         "bridge",
         "run a bridge: bootstrap and sealed WebRTC signalling over WebSocket",
-        _not_built("bridge", "peer links issue"),
+        _cmd_bridge,
     )
     bridge.add_argument("--listen", default="127.0.0.1:0")
 
@@ -162,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     tor = add(
         "tor",
         "use our onion proxy on the Tor network (get URL, or a SOCKS5 proxy)",
-        _not_built("tor", "Tor network client issue"),
+        _cmd_tor,
     )
     tor.add_argument("action", choices=["get", "socks"])
     tor.add_argument("url", nargs="?")
@@ -171,8 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     tor.add_argument("--hops", type=int, default=3)
     tor.add_argument("--listen", default="127.0.0.1:9050")
     tor.add_argument("--data", type=Path, default=None, help="data dir (guards, consensus cache)")
-    tor.add_argument("--allow-same-subnet", action="store_true",
-                     help="allow two relays of one /16 in a path (private test networks on 127.0.0.1 only)")
+    tor.add_argument(
+        "--allow-same-subnet",
+        action="store_true",
+        help="allow two relays of one /16 in a path (private test networks on 127.0.0.1 only)",
+    )
     return p
 
 
@@ -190,5 +230,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover  (python -m peer.cli: used by the testnet)
     sys.exit(main())

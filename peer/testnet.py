@@ -1,0 +1,180 @@
+"""``peersm testnet up|down``: a bridge and N peers as separate processes on loopback.
+
+Each peer has its own data dir and its own address 127.<i+1>.0.1 (distinct /16s, so the
+path rules can hold), a stable identity by default, and K links (default 3, so that the
+download path rules can hold in a small network).  ``D/testnet.json`` says where everything
+is; ``down`` stops exactly the processes recorded there (checked by their command line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from peer.apiclient import ApiClient
+from peer.errors import PeerError, UsageError
+
+TESTNET_FILE = "testnet.json"
+LOOPBACK_EXIT = "accept 127.0.0.1:*"
+
+
+@dataclass
+class TestnetSpec:
+    peers: int
+    dir: Path
+    links: int = 3
+    exits: int = 1
+    stable: bool = True
+    ready_timeout: float = 60.0
+    min_links: int = 1
+    extra_args: tuple[str, ...] = ()
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115  (kept open by the child)
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def _first_line(p: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> str:
+    assert p.stdout is not None
+    deadline = time.monotonic() + timeout
+    os.set_blocking(p.stdout.fileno(), False)
+    buf = b""
+    while time.monotonic() < deadline:
+        chunk = p.stdout.read() or b""
+        buf += chunk
+        if b"\n" in buf:
+            return buf.split(b"\n", 1)[0].decode()
+        if p.poll() is not None:
+            raise UsageError(f"{what} exited with status {p.returncode} before it was ready (see its log)")
+        time.sleep(0.05)
+    raise UsageError(f"{what} did not start within {timeout:.0f} s")
+
+
+def testnet_up(spec: TestnetSpec) -> dict[str, object]:
+    if spec.peers < 2:
+        raise UsageError("a testnet needs at least 2 peers")
+    if spec.peers > 250:
+        raise UsageError("at most 250 peers (one 127.N.0.1 address each)")
+    d = spec.dir
+    if (d / TESTNET_FILE).exists():
+        raise UsageError(f"{d / TESTNET_FILE} exists: run `peersm testnet down --dir {d}` first")
+    d.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "peer.cli"]
+    bridge = _spawn([*exe, "bridge", "--listen", "127.0.0.1:0"], d / "bridge.log")
+    state: dict[str, object] = {"bridge": None, "bridge_pid": bridge.pid, "peers": []}
+    try:
+        url = _first_line(bridge, "the bridge")
+        state["bridge"] = url
+        peers: list[dict[str, object]] = []
+        for i in range(spec.peers):
+            name = f"peer{i}"
+            data = d / name
+            args = [*exe, "up", "--data", str(data), "--listen", f"127.{i + 1}.0.1", "--bridge", url,
+                    "--links", str(spec.links), "--socks", "127.0.0.1:0", *spec.extra_args]
+            if spec.stable:
+                args.append("--stable")
+            if i >= spec.peers - spec.exits:
+                args += ["--exit-policy", LOOPBACK_EXIT]
+            p = _spawn(args, d / f"{name}.log")
+            info = json.loads(_first_line(p, name))
+            peers.append({"name": name, "data_dir": str(data), "api": info["api"], "pid": p.pid,
+                          "node_id": info["node_id"], "socks": info["socks"], "exit": i >= spec.peers - spec.exits})
+        state["peers"] = peers
+        _write(d, state)
+        wait_ready(d, spec.ready_timeout, spec.min_links)
+        return state
+    except BaseException:
+        _write(d, state)
+        testnet_down(d)
+        raise
+
+
+def _write(d: Path, state: dict[str, object]) -> None:
+    tmp = d / (TESTNET_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, d / TESTNET_FILE)
+
+
+def load(d: Path) -> dict[str, object]:
+    try:
+        return dict(json.loads((d / TESTNET_FILE).read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"no testnet in {d} (no {TESTNET_FILE})") from None
+
+
+def wait_ready(d: Path, timeout: float, min_links: int = 1) -> None:
+    """Wait until every peer has links and knows its neighbours' records."""
+    state = load(d)
+    deadline = time.monotonic() + timeout
+    pending = list(state["peers"])  # type: ignore[arg-type]
+    last = ""
+    while pending and time.monotonic() < deadline:
+        still = []
+        for p in pending:
+            try:
+                st = ApiClient.from_data_dir(Path(p["data_dir"]), timeout=5).get("/api/status")
+            except PeerError as exc:
+                last = str(exc)
+                still.append(p)
+                continue
+            if len(st.get("links") or []) < min_links or not st.get("known_peers"):
+                still.append(p)
+                last = f"{p['name']}: {len(st.get('links') or [])} links, {st.get('known_peers')} known peers"
+        pending = still
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        raise UsageError(f"the testnet was not ready within {timeout:.0f} s ({last})")
+
+
+def _ours(pid: int, marker: str) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return "peer.cli" in cmd and marker in cmd
+
+
+def testnet_down(d: Path, timeout: float = 10.0) -> int:
+    """Stop exactly the processes of this testnet; returns how many were stopped."""
+    state = load(d)
+    procs: list[tuple[int, str]] = []
+    if state.get("bridge_pid"):
+        procs.append((int(state["bridge_pid"]), "bridge"))  # type: ignore[arg-type]
+    for p in state.get("peers") or []:  # type: ignore[union-attr]
+        procs.append((int(p["pid"]), str(p["data_dir"])))
+    live = [(pid, m) for pid, m in procs if _ours(pid, m)]
+    for pid, _ in live:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid, m in live:
+        while _ours(pid, m) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
+        if _ours(pid, m):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _reap(pid)
+    (d / TESTNET_FILE).unlink(missing_ok=True)
+    return len(live)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
