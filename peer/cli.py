@@ -69,15 +69,15 @@ def _cmd_testnet(args: argparse.Namespace) -> int:
     import json
 
     from peer.errors import PeerError
-    from peer.testnet import TestnetSpec, testnet_down, testnet_up
+    from peer.testnet import NetSpec, stop_testnet, launch_testnet
 
     if args.dir is None:
         print("peersm testnet: --dir is required", file=sys.stderr)
         return 2
     try:
         if args.action == "up":
-            state = testnet_up(
-                TestnetSpec(peers=args.peers, dir=args.dir, links=args.links, exits=args.exits)
+            state = launch_testnet(
+                NetSpec(peers=args.peers, dir=args.dir, links=args.links, exits=args.exits)
             )
             print(
                 json.dumps(
@@ -89,7 +89,7 @@ def _cmd_testnet(args: argparse.Namespace) -> int:
                 )
             )
         else:
-            n = testnet_down(args.dir)
+            n = stop_testnet(args.dir)
             print(f"stopped {n} processes", file=sys.stderr)
     except PeerError as exc:
         print(f"peersm testnet {args.action}: {exc}", file=sys.stderr)

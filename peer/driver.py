@@ -141,6 +141,7 @@ class NodeDriver:
         self._streams: dict[tuple[int, int], OnionStream] = {}
         self._exit_tasks: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self.on_event: Callable[[ev.Event], None] | None = None
         self.allow_exit_to: Callable[[str], bool] = _loopback_only
@@ -240,7 +241,9 @@ class NodeDriver:
                     st.opened.set_exception(CircuitError(f"link handshake failed: {e.reason}"))
                 for t in st.tasks:
                     t.cancel()
-                self._loop.create_task(st.link.close())
+                closing = self._loop.create_task(st.link.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
         elif isinstance(e, ev.CircuitBuilt):
             fut = self._built.pop(e.circ, None)
             if fut is not None and not fut.done():
@@ -373,6 +376,8 @@ class NodeDriver:
                 t.cancel()
             with contextlib.suppress(Exception):
                 await st.link.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def _end_message(e: ev.StreamEnded) -> str:

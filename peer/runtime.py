@@ -62,6 +62,7 @@ class PeerConfig:
     hops: int = 3
     view_refresh: float = 5.0
     maintain_every: float = 1.0
+    connect_timeout: float = 20.0
 
 
 class _BridgeSignaller:
@@ -106,7 +107,9 @@ class Peer:
             keys=keys,
             driver=self.driver,
             webrtc=WebRtcConfig(ice_allow=config.ice_allow or (config.host,)),
-            config=LinkManagerConfig(max_links=config.max_links, liveness=config.liveness),
+            config=LinkManagerConfig(
+                max_links=config.max_links, liveness=config.liveness, connect_timeout=config.connect_timeout
+            ),
             rng=self.rng,
         )
         self.links.on_change = self._links_changed
@@ -116,6 +119,7 @@ class Peer:
         self.guards: list[bytes] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._circuits: list[int] = []
+        self._paths: dict[int, list[bytes]] = {}
         self._record_dirty = asyncio.Event()
         self.started_at = time.time()
 
@@ -281,6 +285,7 @@ class Peer:
         elif isinstance(e, ev.CircuitClosed):
             with contextlib.suppress(ValueError):
                 self._circuits.remove(e.circ)
+            self._paths.pop(e.circ, None)
         elif isinstance(e, ev.LinkMessageReceived):
             msg = e.message
             if isinstance(msg, Introduce):
@@ -307,22 +312,30 @@ class Peer:
 
     async def build_circuit(self, *, hops: int | None = None, want_exit: bool = True,
                             avoid: tuple[bytes, ...] = ()) -> tuple[int, list[PeerRecord]]:
-        linked_guards = [g for g in self.guards if g in self.links.neighbours]
-        path = select_path(
-            self.view,
-            own_node_id=self.keys.node_id,
-            first_hops=linked_guards,
-            hops=hops or self.config.hops,
-            rng=self.rng,
-            want_exit=want_exit,
-            subnet_rule=self.config.subnet_rule,
-            avoid=avoid,
-        )
+        def choose() -> list[PeerRecord]:
+            return select_path(
+                self.view,
+                own_node_id=self.keys.node_id,
+                first_hops=[g for g in self.guards if g in self.links.neighbours],
+                hops=hops or self.config.hops,
+                rng=self.rng,
+                want_exit=want_exit,
+                subnet_rule=self.config.subnet_rule,
+                avoid=avoid,
+            )
+
+        try:
+            path = choose()
+        except PathError:
+            # records change as links come and go: refresh the view once before giving up
+            await self._refresh_view()
+            path = choose()
         chan = self.links.chan_of(path[0].node_id)
         if chan is None:
             raise PathError("the guard's link went away")
         circ = await self.driver.build_circuit(chan, [self.hop_of(r) for r in path])
         self._circuits.append(circ)
+        self._paths[circ] = [r.node_id for r in path]
         return circ, path
 
     async def open_stream(self, host: str, port: int) -> OnionStream:
@@ -364,6 +377,7 @@ class Peer:
                 for n in self.links.neighbours.values()
             ],
             "circuits": len([c for c in self._circuits if c in self.node.circuits]),
+            "circuit_paths": [[n.hex()[:16] for n in p] for c, p in self._paths.items() if c in self.node.circuits],
             "relayed_circuits": len(self.node.circuits) - len([c for c in self._circuits if c in self.node.circuits]),
             "known_peers": len(self.view),
             "guards": [g.hex()[:16] for g in self.guards],

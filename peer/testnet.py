@@ -25,7 +25,7 @@ LOOPBACK_EXIT = "accept 127.0.0.1:*"
 
 
 @dataclass
-class TestnetSpec:
+class NetSpec:
     peers: int
     dir: Path
     links: int = 3
@@ -59,7 +59,7 @@ def _first_line(p: subprocess.Popen[bytes], what: str, timeout: float = 30.0) ->
     raise UsageError(f"{what} did not start within {timeout:.0f} s")
 
 
-def testnet_up(spec: TestnetSpec) -> dict[str, object]:
+def launch_testnet(spec: NetSpec) -> dict[str, object]:
     if spec.peers < 2:
         raise UsageError("a testnet needs at least 2 peers")
     if spec.peers > 250:
@@ -94,7 +94,7 @@ def testnet_up(spec: TestnetSpec) -> dict[str, object]:
         return state
     except BaseException:
         _write(d, state)
-        testnet_down(d)
+        stop_testnet(d)
         raise
 
 
@@ -144,7 +144,7 @@ def _ours(pid: int, marker: str) -> bool:
     return "peer.cli" in cmd and marker in cmd
 
 
-def testnet_down(d: Path, timeout: float = 10.0) -> int:
+def stop_testnet(d: Path, timeout: float = 10.0) -> int:
     """Stop exactly the processes of this testnet; returns how many were stopped."""
     state = load(d)
     procs: list[tuple[int, str]] = []

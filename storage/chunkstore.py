@@ -125,6 +125,29 @@ def verify_pieces(manifest: Manifest, items: Iterable[PieceItem]) -> list[tuple[
     return list(good.values())
 
 
+def _check_rows(
+    rows: Sequence[sqlite3.Row], root: bytes | None
+) -> tuple[dict[int, tuple[bytes, MerkleProof | None]], list[int]]:
+    good: dict[int, tuple[bytes, MerkleProof | None]] = {}
+    bad: list[int] = []
+    for key, leaf, raw_proof, data in rows:
+        index = key & 0xFFFF_FFFF
+        try:
+            actual = leaf_hash(data)
+            if root is None:
+                if actual != leaf:
+                    raise ProofError("stored piece does not match its leaf hash")
+                good[index] = (data, None)
+            else:
+                proof = MerkleProof.decode(raw_proof)
+                if proof.root_for(actual) != root:
+                    raise ProofError("stored piece no longer verifies")
+                good[index] = (data, proof)
+        except (ProofError, ValueError):
+            bad.append(index)
+    return good, bad
+
+
 class ChunkStore:
     """The content store of one peer.  Create with ``await ChunkStore.open(path)``."""
 
@@ -350,44 +373,65 @@ class ChunkStore:
                     (int(DownloadState.COMPLETE), int(DownloadState.WANTED), share.id),
                 )
 
-    async def _load(self, share: _Share, first: int, last: int) -> dict[int, bytes]:
-        """Stored, re-verified pieces ``first..last`` (inclusive); corrupt ones are dropped and left out."""
+    async def _fetch(
+        self, share: _Share, first: int, last: int, *, proofs: bool
+    ) -> tuple[dict[int, tuple[bytes, MerkleProof | None]], list[int]]:
+        """Stored pieces ``first..last`` (inclusive), re-verified, and the corrupt ones, which are dropped.
+
+        With ``proofs`` each piece is checked against the Merkle root through its stored proof (what
+        we serve to others); without, against its stored leaf hash, itself checked against the root
+        when the piece was stored (what we read ourselves).  Hashing runs in a worker thread.
+        """
         lo, _ = schema.share_range(share.id)
         rows = await self._query(
-            "SELECT p.id, p.proof, d.data FROM pieces p JOIN piece_data d ON d.id = p.id"
+            "SELECT p.id, p.leaf, p.proof, d.data FROM pieces p JOIN piece_data d ON d.id = p.id"
             " WHERE p.id BETWEEN ? AND ? AND p.proof IS NOT NULL",
             (lo | first, lo | last),
         )
-        out: dict[int, bytes] = {}
-        root = share.manifest.root
-        for key, proof, data in rows:
-            index = key & 0xFFFF_FFFF
-            try:
-                if MerkleProof.decode(proof).root_for(leaf_hash(data)) != root:
-                    raise ProofError("stored piece no longer verifies")
-            except (ProofError, ValueError):
-                await self._drop_piece(share, index)
-                continue
-            out[index] = data
-        return out
+        good, bad = await asyncio.to_thread(_check_rows, rows, share.manifest.root if proofs else None)
+        for index in bad:
+            await self._drop_piece(share, index)
+        return good, bad
+
+    async def _load(self, share: _Share, first: int, last: int) -> dict[int, bytes]:
+        good, _ = await self._fetch(share, first, last, proofs=False)
+        return {i: d for i, (d, _) in good.items()}
 
     async def get_piece(self, hash_name: bytes, index: int) -> tuple[bytes, MerkleProof]:
-        """A stored piece (as stored: ciphertext for encrypted shares) and its proof, re-verified."""
+        """A stored piece (as stored: ciphertext for encrypted shares) and its proof, re-verified.
+
+        PieceMissing if it is not stored; CorruptPiece if it no longer verifies (it is then dropped).
+        """
         share = await self._share(hash_name)
         if not 0 <= index < share.manifest.piece_count:
             raise UsageError(f"piece {index} outside the share")
-        row = await self._one(
-            "SELECT p.proof, d.data FROM pieces p JOIN piece_data d ON d.id = p.id WHERE p.id = ? AND p.proof IS NOT NULL",
-            (schema.piece_key(share.id, index),),
-        )
-        if row is None:
-            raise PieceMissing(f"piece {index} is not stored")
-        proof = MerkleProof.decode(row[0])
-        data: bytes = row[1]
-        if proof.root_for(leaf_hash(data)) != share.manifest.root:
-            await self._drop_piece(share, index)
+        got, dropped = await self._fetch(share, index, index, proofs=True)
+        if dropped:
             raise CorruptPiece(f"stored piece {index} was corrupt and has been dropped")
+        if index not in got:
+            raise PieceMissing(f"piece {index} is not stored")
+        data, proof = got[index]
+        assert proof is not None
         return data, proof
+
+    async def get_pieces(
+        self, hash_name: bytes, first: int, last: int
+    ) -> list[tuple[int, bytes, MerkleProof]]:
+        """Every stored piece in ``first..last`` (inclusive) with its proof, re-verified; missing ones skipped."""
+        share = await self._share(hash_name)
+        got, _ = await self._fetch(
+            share, max(0, first), min(last, share.manifest.piece_count - 1), proofs=True
+        )
+        return [(i, d, p) for i, (d, p) in sorted(got.items()) if p is not None]
+
+    async def recheck(self, hash_name: bytes) -> int:
+        """Re-verify every stored piece against the Merkle root; drop and count the corrupt ones."""
+        share = await self._share(hash_name)
+        before = (await self.get_download_state(hash_name)).have
+        step = max(1, self.batch_bytes // share.manifest.piece_size)
+        for first in range(0, share.manifest.piece_count, step):
+            await self._fetch(share, first, first + step - 1, proofs=True)
+        return before - (await self.get_download_state(hash_name)).have
 
     async def have(self, hash_name: bytes) -> Bitfield:
         share = await self._share(hash_name)

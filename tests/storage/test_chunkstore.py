@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -64,7 +63,9 @@ async def test_import_export_round_trip(
     assert m.mime == ("" if encrypt else "video/x-matroska")
     # another peer fetches it: manifest by hash_name, pieces with proofs
     link = ShareLink.parse(res.link.format())
-    await peer_store.put_manifest(await store.get_manifest(link.hash_name), expected_hash=link.hash_name, key=link.key)
+    await peer_store.put_manifest(
+        await store.get_manifest(link.hash_name), expected_hash=link.hash_name, key=link.key
+    )
     assert (await peer_store.get_download_state(link.hash_name)).state == (
         DownloadState.COMPLETE if size == 0 else DownloadState.WANTED
     )
@@ -79,7 +80,12 @@ async def test_import_export_round_trip(
     assert again.name == "movie (1).mkv" and sha(again) == sha(src)  # never replaces a file
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".peersm-")]
     (info,) = await peer_store.list()
-    assert (info.name, info.size, info.encrypted, info.state) == ("movie.mkv", size, encrypt, DownloadState.COMPLETE)
+    assert (info.name, info.size, info.encrypted, info.state) == (
+        "movie.mkv",
+        size,
+        encrypt,
+        DownloadState.COMPLETE,
+    )
 
 
 async def test_publisher_key_is_fresh_per_share(tmp_path: Path, store: ChunkStore, rand: RandBytes) -> None:
@@ -103,7 +109,7 @@ async def test_tampered_pieces_are_rejected_and_nothing_written(
     await peer_store.put_manifest(res.manifest.encode())
     good = await all_pieces(store, h)
     (i0, d0, p0), (i1, d1, p1) = good[0], good[1]
-    cases = {
+    cases: dict[str, tuple[int, bytes, MerkleProof | bytes]] = {
         "tampered piece": (i0, d0[:-1] + bytes([d0[-1] ^ 1]), p0),
         "wrong proof": (i0, d0, p1),
         "proof of another tree": (i0, d0, MerkleProof(0, 10, p0.path)),
@@ -192,6 +198,16 @@ async def test_corruption_at_rest_is_detected_and_dropped(
     assert (info.have, info.state) == (3, DownloadState.WANTED)
     r = await store.read_range(h, 0, 4 * PS)
     assert r.data == src.read_bytes()[: 2 * PS] and r.missing == ((2 * PS, 3 * PS),)
+    # read_range and recheck find corruption on their own, too
+    with sqlite3.connect(tmp_path / "store.db") as c:
+        ids = [row[0] for row in c.execute("SELECT id FROM piece_data ORDER BY id")]
+        c.execute("UPDATE piece_data SET data = zeroblob(?) WHERE id = ?", (PS, ids[2]))  # piece 3
+        c.execute("UPDATE pieces SET proof = ? WHERE id = ?", (b"\x01junk", ids[0]))  # piece 0's proof
+    r = await store.read_range(h, 0, 4 * PS)
+    assert r.data == src.read_bytes()[: 2 * PS] and r.missing == ((2 * PS, 4 * PS),)
+    assert [i for i, _, _ in await store.get_pieces(h, 0, 3)] == [1]
+    assert await store.recheck(h) == 0  # get_pieces already dropped piece 0
+    assert (await store.have(h)).ranges() == [(1, 2)]
 
 
 async def test_wrong_key_and_key_from_link(
@@ -261,10 +277,14 @@ async def test_file_modes_and_schema_version(tmp_path: Path) -> None:
         await ChunkStore.open(tmp_path / "junk.db")
 
 
-async def test_source_changed_and_resume_after_rewrite(tmp_path: Path, store: ChunkStore, rand: RandBytes) -> None:
+async def test_source_changed_and_resume_after_rewrite(
+    tmp_path: Path, store: ChunkStore, rand: RandBytes
+) -> None:
     src = write_file(tmp_path / "f", 4 * PS, 9)
     seen: list[int] = []
-    res = await store.import_file(src, encrypt=False, piece_size=PS, randbytes=rand, progress=lambda n, t: seen.append(n))
+    res = await store.import_file(
+        src, encrypt=False, piece_size=PS, randbytes=rand, progress=lambda n, t: seen.append(n)
+    )
     assert seen[-1] == 4
     write_file(src, 5 * PS, 10)  # the file changed: a new share
     res2 = await store.import_file(src, encrypt=False, piece_size=PS, randbytes=rand)

@@ -67,7 +67,11 @@ def run_and_kill(args: list[str], target: int, delay: float) -> tuple[int, str]:
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate()
-    how = "killed" if proc.returncode == -signal.SIGKILL else f"exited {proc.returncode}: {out[-200:]} {err[-500:]}"
+    how = (
+        "killed"
+        if proc.returncode == -signal.SIGKILL
+        else f"exited {proc.returncode}: {out[-200:]} {err[-500:]}"
+    )
     return last, how
 
 
@@ -76,7 +80,9 @@ def check_db(db: Path, piece_ok: dict[int, bytes] | None, manifest: Manifest | N
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         stored: set[int] = set()
-        rows = c.execute("SELECT p.id, p.leaf, p.proof, d.data FROM pieces p LEFT JOIN piece_data d ON d.id = p.id")
+        rows = c.execute(
+            "SELECT p.id, p.leaf, p.proof, d.data FROM pieces p LEFT JOIN piece_data d ON d.id = p.id"
+        )
         for rowid, leaf, proof, data in rows:
             index = rowid & 0xFFFF_FFFF
             assert data is not None, f"piece {index} has no bytes"
@@ -86,7 +92,9 @@ def check_db(db: Path, piece_ok: dict[int, bytes] | None, manifest: Manifest | N
             if manifest is not None:
                 MerkleProof.decode(proof).verify(data, manifest.root)
             stored.add(index)
-        orphans = c.execute("SELECT count(*) FROM piece_data WHERE id NOT IN (SELECT id FROM pieces)").fetchone()[0]
+        orphans = c.execute(
+            "SELECT count(*) FROM piece_data WHERE id NOT IN (SELECT id FROM pieces)"
+        ).fetchone()[0]
         assert orphans == 0
         counted = c.execute("SELECT coalesce(sum(have_count), 0) FROM shares").fetchone()[0]
         assert counted == len(stored), "have_count disagrees with the stored pieces"
@@ -121,7 +129,9 @@ def test_sigkill_during_import_and_download(big_file: tuple[Path, list[bytes]], 
     assert int(fields["reused"]) == len(stored)
     h = fields["hash"]
     with sqlite3.connect(db) as c:
-        manifest = Manifest.decode(c.execute("SELECT manifest FROM shares WHERE hash_name = ?", (bytes.fromhex(h),)).fetchone()[0])
+        manifest = Manifest.decode(
+            c.execute("SELECT manifest FROM shares WHERE hash_name = ?", (bytes.fromhex(h),)).fetchone()[0]
+        )
     assert check_db(db, reference, manifest) == set(range(COUNT))
 
     # Phase 2: another peer downloads it with proofs, killed at 10 random points.

@@ -64,7 +64,16 @@ def test_file_size_limit_in_child(tmp_path: Path) -> None:
     src = write_file(tmp_path / "src.bin", 48 * MiB, 3)
     db = tmp_path / "f.db"
     limited = subprocess.run(
-        [sys.executable, "-m", "tests.storage.crash_child", "import", str(db), str(src), "--fsize-limit", str(20 * MiB)],
+        [
+            sys.executable,
+            "-m",
+            "tests.storage.crash_child",
+            "import",
+            str(db),
+            str(src),
+            "--fsize-limit",
+            str(20 * MiB),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

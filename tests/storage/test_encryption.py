@@ -29,7 +29,9 @@ SALT = b"\x5a" * 32
 def test_piece_construction_matches_the_design() -> None:
     """piece key = HKDF(link key, salt, 'peersm/piece/v1'); nonce = index (96-bit BE); AAD = salt||idx||count."""
     pk = HKDF(algorithm=hashes.SHA256(), length=32, salt=SALT, info=b"peersm/piece/v1").derive(KEY)
-    expected = AESGCM(pk).encrypt((7).to_bytes(12, "big"), b"hello", SALT + (7).to_bytes(4, "big") + (9).to_bytes(4, "big"))
+    expected = AESGCM(pk).encrypt(
+        (7).to_bytes(12, "big"), b"hello", SALT + (7).to_bytes(4, "big") + (9).to_bytes(4, "big")
+    )
     assert PieceCipher(KEY, SALT, 9).encrypt(7, b"hello") == expected
     assert derive_key(KEY, SALT, b"peersm/meta/v1") != pk
 
@@ -66,7 +68,12 @@ def test_metadata_round_trip_and_padding() -> None:
         AESGCM(pk).decrypt(blob[:12], blob[12:], SALT)
 
 
-@given(st.text(max_size=80).filter(lambda s: len(s.encode("utf-8", "replace")) <= 255 and s.encode("utf-8", "ignore").decode() == s), st.text(st.characters(max_codepoint=0x7F), max_size=50))
+@given(
+    st.text(max_size=80).filter(
+        lambda s: len(s.encode("utf-8", "replace")) <= 255 and s.encode("utf-8", "ignore").decode() == s
+    ),
+    st.text(st.characters(max_codepoint=0x7F), max_size=50),
+)
 def test_metadata_encoding_round_trip(name: str, mime: str) -> None:
     meta = Metadata(name, mime)
     assert Metadata.decode(meta.encode()) == meta

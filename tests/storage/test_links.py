@@ -72,7 +72,8 @@ def test_helpers() -> None:
 links = st.builds(
     ShareLink,
     st.binary(min_size=32, max_size=32),
-    st.none() | st.text(min_size=1, max_size=80).filter(lambda s: all(not 0xD800 <= ord(c) <= 0xDFFF for c in s)),
+    st.none()
+    | st.text(min_size=1, max_size=80).filter(lambda s: all(not 0xD800 <= ord(c) <= 0xDFFF for c in s)),
     st.none() | st.binary(min_size=32, max_size=32),
 )
 

@@ -18,7 +18,9 @@ KEY = SigningKey(b"\x11" * 32)
 NOW = 1_800_000_000.0
 
 
-def piece(i: int, payload: bytes = b"frame", ts: int | None = None, key: SigningKey = KEY, stream: str = "cam") -> LivePiece:
+def piece(
+    i: int, payload: bytes = b"frame", ts: int | None = None, key: SigningKey = KEY, stream: str = "cam"
+) -> LivePiece:
     return LivePiece.sign(key, stream, i, int(NOW * 1000) if ts is None else ts, payload)
 
 

@@ -153,7 +153,9 @@ def manifests(draw: st.DrawFn) -> Manifest:
     if encrypted:
         fields["meta"] = draw(st.binary(min_size=28, max_size=1024))
     else:
-        fields["name"] = draw(st.text(max_size=60).filter(lambda s: "\x00" not in s and len(s.encode()) <= 255))
+        fields["name"] = draw(
+            st.text(max_size=60).filter(lambda s: "\x00" not in s and len(s.encode()) <= 255)
+        )
         fields["mime"] = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
     return Manifest(**fields)  # type: ignore[arg-type]
 

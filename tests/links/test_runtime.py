@@ -1,0 +1,111 @@
+"""The peer runtime in one process over real WebRTC links and a real bridge on 127.0.0.1.
+
+A malicious bridge that tampers with relayed offers gets the link refused with a clear
+error and no circuit uses it; an honest bridge never sees an ICE candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from peer.bridge import Bridge
+from peer.errors import PathError
+from peer.runtime import Peer, PeerConfig
+from peer.wire.cells import Introduce
+
+pytestmark = pytest.mark.e2e
+
+
+class TamperingBridge(Bridge):
+    """A test double of a malicious bridge: flips one byte of every relayed blob."""
+
+    def _on_introduce(self, conn, msg: Introduce) -> None:  # type: ignore[no-untyped-def]
+        blob = bytearray(msg.blob)
+        blob[len(blob) // 2] ^= 0x01
+        super()._on_introduce(conn, Introduce(msg.target, bytes(blob)))
+
+
+async def start_peers(tmp: Path, url: str, n: int, **kw: object) -> list[Peer]:
+    peers = []
+    for i in range(n):
+        cfg = PeerConfig(data_dir=tmp / f"p{i}", host=f"127.{60 + i}.0.1", bridges=[url], stable=True, **kw)  # type: ignore[arg-type]
+        peers.append(await Peer.start(cfg))
+    return peers
+
+
+async def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.1)):
+        if pred():
+            return True
+        await asyncio.sleep(0.1)
+    return bool(pred())
+
+
+@pytest.fixture
+async def recorded() -> AsyncIterator[tuple[Bridge, list[bytes]]]:
+    seen: list[bytes] = []
+    bridge = Bridge(recorder=lambda kind, raw: seen.append(raw))
+    await bridge.start("127.0.0.1", 0)
+    yield bridge, seen
+    await bridge.stop()
+
+
+async def test_tampered_offer_is_refused_and_no_circuit_uses_it(tmp_path: Path) -> None:
+    bridge = TamperingBridge()
+    await bridge.start("127.0.0.1", 0)
+    peers = await start_peers(tmp_path, bridge.url, 2, connect_timeout=3.0)
+    try:
+        refused = await wait_for(lambda: any(p.links.refused for p in peers), 20)
+        assert refused, "the tampered offer was not refused"
+        reasons = " ".join(r for p in peers for r in p.links.refused)
+        assert "does not open" in reasons or "not reachable" in reasons or "TimeoutError" in reasons
+        assert all(not p.links.neighbours for p in peers)
+        assert all(not p.node.circuits for p in peers)
+        with pytest.raises(Exception, match="guard|path"):
+            await peers[0].build_circuit(hops=1, want_exit=False)
+    finally:
+        for p in peers:
+            await p.stop()
+        await bridge.stop()
+
+
+async def test_links_form_and_the_bridge_sees_no_ice_candidate(
+    tmp_path: Path, recorded: tuple[Bridge, list[bytes]]
+) -> None:
+    bridge, seen = recorded
+    peers = await start_peers(tmp_path, bridge.url, 3)
+    try:
+        assert await wait_for(lambda: all(len(p.links.neighbours) == 2 for p in peers), 30)
+        circ, path = await build_when_ready(peers[0], hops=2)
+        assert len(path) == 2 and circ in peers[0].node.circuits
+        assert seen, "the recorder saw nothing"
+        blob = b"".join(seen)
+        assert b"candidate" not in blob and b"a=fingerprint" not in blob
+        for i in range(3):  # no peer's WebRTC address appears in what the bridge saw
+            assert f"127.{60 + i}.0.1".encode() not in blob or _only_in_records(seen, i)
+    finally:
+        for p in peers:
+            await p.stop()
+
+
+async def build_when_ready(peer: Peer, hops: int) -> tuple[int, list[object]]:
+    """Records list neighbours only once peers republish after their links form: retry briefly."""
+    for _ in range(30):
+        try:
+            circ, path = await peer.build_circuit(hops=hops, want_exit=False)
+            return circ, list(path)
+        except PathError:
+            await asyncio.sleep(0.3)
+    circ, path = await peer.build_circuit(hops=hops, want_exit=False)
+    return circ, list(path)
+
+
+def _only_in_records(seen: list[bytes], i: int) -> bool:
+    """Addresses appear only inside signed peer records (routes are public by design), never in SDP."""
+    pat = re.compile(rb"candidate|typ host")
+    return not any(pat.search(m) for m in seen)
