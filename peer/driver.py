@@ -40,6 +40,10 @@ class StreamError(PeerError):
     kind = "stream"
     retry = Retry.IMMEDIATE
 
+    def __init__(self, message: str, end_reason: int | None = None) -> None:
+        super().__init__(message)
+        self.end_reason = end_reason
+
 
 @dataclass(eq=False)
 class _ChanState:
@@ -62,6 +66,7 @@ class OnionStream:
         self._writable.set()
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.error: str | None = None
+        self.end_reason: int | None = None
         self._eof = False
 
     async def read(self, n: int = -1) -> bytes:
@@ -84,7 +89,7 @@ class OnionStream:
 
     def _end(self) -> bytes:
         if self.error:
-            raise StreamError(self.error)
+            raise StreamError(self.error, self.end_reason)
         return b""
 
     async def readexactly(self, n: int) -> bytes:
@@ -119,13 +124,14 @@ class OnionStream:
     def _on_data(self, data: bytes) -> None:
         self._rx.put_nowait(data)
 
-    def _on_end(self, error: str | None) -> None:
+    def _on_end(self, error: str | None, reason: int | None = None) -> None:
         if self.error is None:
             self.error = error
+            self.end_reason = reason
         self._rx.put_nowait(None)
         self._writable.set()
         if not self.connected.done():
-            self.connected.set_exception(StreamError(error or "stream refused"))
+            self.connected.set_exception(StreamError(error or "stream refused", reason))
             self.connected.exception()  # mark retrieved: nobody may be waiting any more
 
 
@@ -264,7 +270,7 @@ class NodeDriver:
             s = self._streams.pop((e.circ, e.stream_id), None)
             if s is not None:
                 err = None if (e.remote and e.reason == EndReason.DONE) else _end_message(e)
-                s._on_end(err)
+                s._on_end(err, e.reason if e.remote else None)
             self._exit_tasks.pop((e.circ, e.stream_id), None)
         elif isinstance(e, ev.StreamWritable):
             s = self._streams.get((e.circ, e.stream_id))

@@ -192,7 +192,7 @@ class LinkManager:
             reply = seal(self.keys.identity, their_seal, SealKind.ANSWER,
                          answer.encode(), now=self.wall(), randbytes=self.rng.randbytes)
             await via.introduce(source, reply)
-            await link.wait_open(self.config.connect_timeout)  # type: ignore[attr-defined]
+            await link.wait_open(self.config.connect_timeout)
             await self._adopt(link, source, initiator=False)
         except (TimeoutError, PeerError, UnicodeDecodeError) as exc:
             self._refuse(f"an inbound link failed: {type(exc).__name__}: {exc}")

@@ -354,9 +354,10 @@ class Peer:
                 return await self.driver.open_stream(circ, host, port)
             except (StreamError, CircuitError) as exc:
                 last = exc
-                if "EXITPOLICY" in str(exc) or "CONNECTREFUSED" in str(exc):
-                    break
-        raise StreamOpenError(f"could not open a stream: {last}")
+                if isinstance(exc, StreamError) and exc.end_reason is not None:
+                    break  # the exit answered: retrying elsewhere would not change its answer
+        reason = last.end_reason if isinstance(last, StreamError) else None
+        raise StreamOpenError(f"could not open a stream: {last}", reason)
 
     async def _open_socks_stream(self, host: str, port: int) -> OnionStream:
         try:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from peer.apiclient import ApiClient
@@ -59,7 +60,7 @@ def _first_line(p: subprocess.Popen[bytes], what: str, timeout: float = 30.0) ->
     raise UsageError(f"{what} did not start within {timeout:.0f} s")
 
 
-def launch_testnet(spec: NetSpec) -> dict[str, object]:
+def launch_testnet(spec: NetSpec) -> dict[str, Any]:
     if spec.peers < 2:
         raise UsageError("a testnet needs at least 2 peers")
     if spec.peers > 250:
@@ -70,11 +71,11 @@ def launch_testnet(spec: NetSpec) -> dict[str, object]:
     d.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "peer.cli"]
     bridge = _spawn([*exe, "bridge", "--listen", "127.0.0.1:0"], d / "bridge.log")
-    state: dict[str, object] = {"bridge": None, "bridge_pid": bridge.pid, "peers": []}
+    state: dict[str, Any] = {"bridge": None, "bridge_pid": bridge.pid, "peers": []}
     try:
         url = _first_line(bridge, "the bridge")
         state["bridge"] = url
-        peers: list[dict[str, object]] = []
+        peers: list[dict[str, Any]] = []
         for i in range(spec.peers):
             name = f"peer{i}"
             data = d / name
@@ -98,13 +99,13 @@ def launch_testnet(spec: NetSpec) -> dict[str, object]:
         raise
 
 
-def _write(d: Path, state: dict[str, object]) -> None:
+def _write(d: Path, state: dict[str, Any]) -> None:
     tmp = d / (TESTNET_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, d / TESTNET_FILE)
 
 
-def load(d: Path) -> dict[str, object]:
+def load(d: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((d / TESTNET_FILE).read_text()))
     except FileNotFoundError:
@@ -115,7 +116,7 @@ def wait_ready(d: Path, timeout: float, min_links: int = 1) -> None:
     """Wait until every peer has links and knows its neighbours' records."""
     state = load(d)
     deadline = time.monotonic() + timeout
-    pending = list(state["peers"])  # type: ignore[arg-type]
+    pending = list(state["peers"])
     last = ""
     while pending and time.monotonic() < deadline:
         still = []
@@ -149,8 +150,8 @@ def stop_testnet(d: Path, timeout: float = 10.0) -> int:
     state = load(d)
     procs: list[tuple[int, str]] = []
     if state.get("bridge_pid"):
-        procs.append((int(state["bridge_pid"]), "bridge"))  # type: ignore[arg-type]
-    for p in state.get("peers") or []:  # type: ignore[union-attr]
+        procs.append((int(state["bridge_pid"]), "bridge"))
+    for p in state.get("peers") or []:
         procs.append((int(p["pid"]), str(p["data_dir"])))
     live = [(pid, m) for pid, m in procs if _ours(pid, m)]
     for pid, _ in live:

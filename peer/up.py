@@ -118,12 +118,12 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"up {st.get('uptime_s')} s  known peers {st.get('known_peers')}  bridges {st.get('bridges')}")
     links = st.get("links") or []
     print(f"links: {len(links)}")
-    for ln in links:  # type: ignore[union-attr]
+    for ln in links:
         print(f"  {ln['peer']}…  {'guard ' if ln['guard'] else ''}{'out' if ln['initiator'] else 'in'}  "
               f"age {ln['age_s']} s")
     print(f"circuits: {st.get('circuits')} built here, {st.get('relayed_circuits')} relayed")
     if st.get("socks"):
         print(f"socks: {st['socks']}")
-    for r in st.get("recent_link_refusals") or []:  # type: ignore[union-attr]
+    for r in st.get("recent_link_refusals") or []:
         print(f"  refused: {r}")
     return 0

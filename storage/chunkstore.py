@@ -148,6 +148,26 @@ def _check_rows(
     return good, bad
 
 
+def _assemble(
+    pieces: dict[int, bytes], start: int, end: int, ps: int, cipher: PieceCipher | None
+) -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    """The bytes of [start, end) up to the first missing piece (decrypted), and the missing ranges."""
+    parts: list[bytes | memoryview] = []
+    missing: list[tuple[int, int]] = []
+    for i in range(start // ps, (end - 1) // ps + 1):
+        a, b = max(start, i * ps), min(end, (i + 1) * ps)
+        data = pieces.get(i)
+        if data is None:
+            if missing and missing[-1][1] == a:
+                missing[-1] = (missing[-1][0], b)
+            else:
+                missing.append((a, b))
+        elif not missing:
+            plain = cipher.decrypt(i, data) if cipher else data
+            parts.append(memoryview(plain)[a - i * ps : b - i * ps])
+    return b"".join(parts), tuple(missing)
+
+
 class ChunkStore:
     """The content store of one peer.  Create with ``await ChunkStore.open(path)``."""
 
@@ -456,23 +476,8 @@ class ChunkStore:
         ps = m.piece_size
         first, last = start // ps, (end - 1) // ps
         pieces = await self._load(share, first, last)
-        out = bytearray()
-        missing: list[tuple[int, int]] = []
-        contiguous = True
-        for i in range(first, last + 1):
-            a, b = max(start, i * ps), min(end, (i + 1) * ps)
-            data = pieces.get(i)
-            if data is None:
-                contiguous = False
-                if missing and missing[-1][1] == a:
-                    missing[-1] = (missing[-1][0], b)
-                else:
-                    missing.append((a, b))
-                continue
-            if contiguous:
-                plain = cipher.decrypt(i, data) if cipher else data
-                out += plain[a - i * ps : b - i * ps]
-        return ByteRange(start, bytes(out), tuple(missing))
+        data, missing = await asyncio.to_thread(_assemble, pieces, start, end, ps, cipher)
+        return ByteRange(start, data, missing)
 
     # ----------------------------------------------------------------- files
     async def import_file(

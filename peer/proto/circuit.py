@@ -62,6 +62,11 @@ class Stream:
     sendbuf: bytearray = field(default_factory=bytearray)
     end_after_flush: bool = False
     end_reason: int = 6  # END reason DONE
+    #: DATA for ordinary streams, DB_DATA for ORDB streams (both count against the windows)
+    data_cmd: int = 2
+    #: how the stream is ended from our side: END (with end_reason) or DB_END (with end_body)
+    end_cmd: int = 3
+    end_body: bytes = b""
     blocked_writer: bool = False  # a writer waits for StreamWritable
     unacked_consumed: int = 0  # DATA cells consumed by the app and not yet acknowledged
 

@@ -64,6 +64,8 @@ DATA = int(RelayCommand.DATA)
 #: Relay commands that count against the SENDME windows like DATA (DESIGN §6: DB_DATA does).
 DATA_LIKE = frozenset({int(RelayCommand.DATA), int(RelayCommand.DB_DATA)})
 PRIVATE_BASE = 200
+#: DB messages whose first appearance on a stream id opens a DB stream at an endpoint.
+DB_OPENING = frozenset({int(RelayCommand.DB_INFO), int(RelayCommand.DB_QUERY), int(RelayCommand.DB_CONNECTED)})
 
 
 class CircuitViolation(Exception):
@@ -353,6 +355,41 @@ class OnionNode:
         st.unacked_consumed += cells
         self._maybe_stream_sendme(circ, hop, st, force=True)
 
+    def open_db_stream(self, handle: int, command: int, body: bytes, *, hop: int = -1) -> int:
+        """OP: open an ORDB stream on an open circuit with its first message (DB_INFO, DB_QUERY or
+        DB_CONNECTED); DB_DATA then flows on it under the stream and circuit windows."""
+        if command not in DB_OPENING:
+            raise UsageError("a DB stream opens with DB_INFO, DB_QUERY or DB_CONNECTED")
+        circ = self._origin(handle)
+        idx = hop % len(circ.hops)
+        edge = circ.hops[idx]
+        sid = self._alloc_stream_id(circ, edge)
+        edge.streams[sid] = Stream(sid, StreamState.OPEN, data_cmd=RelayCommand.DB_DATA, end_cmd=RelayCommand.DB_END)
+        self._op_send(circ, idx, command, sid, body)
+        return sid
+
+    def db_end(self, handle: int, stream_id: int, body: bytes) -> None:
+        """End a DB stream with DB_END(``body``) once its queued DB_DATA has gone."""
+        try:
+            circ, edge, hop = self._edge_and_hop(handle, stream_id)
+        except UsageError:
+            return
+        st = edge.streams[stream_id]
+        if st.state in (StreamState.HALF_CLOSED, StreamState.CLOSED):
+            return
+        st.end_after_flush = True
+        st.end_cmd = RelayCommand.DB_END
+        st.end_body = body
+        self._pump(circ, edge, hop, st)
+
+    def stream_buffered(self, handle: int, stream_id: int) -> int:
+        """Bytes queued on a stream and not yet packaged into cells (0 if the stream is gone)."""
+        try:
+            _circ, edge, _hop = self._edge_and_hop(handle, stream_id)
+        except UsageError:
+            return 0
+        return len(edge.streams[stream_id].sendbuf)
+
     def exit_connected(self, handle: int, stream_id: int, address: bytes | None = None) -> None:
         circ, edge, hop = self._edge_and_hop(handle, stream_id)
         st = edge.streams[stream_id]
@@ -383,7 +420,7 @@ class OnionNode:
         while buf and edge.package_window > 0 and st.package_window > 0:
             chunk = bytes(buf[:RELAY_DATA_MAX])
             del buf[:RELAY_DATA_MAX]
-            self._send_from_edge(circ, hop, DATA, st.stream_id, chunk)
+            self._send_from_edge(circ, hop, st.data_cmd, st.stream_id, chunk)
             edge.package_window -= 1
             st.package_window -= 1
             edge.data_sent += 1
@@ -395,10 +432,13 @@ class OnionNode:
         if not buf and st.end_after_flush:
             st.state = StreamState.HALF_CLOSED
             st.end_after_flush = False
-            reason = st.end_reason
-            if isinstance(circ, OriginCircuit):
-                reason = EndReason.MISC  # tor-spec §6.3: only MISC for streams we originated
-            self._send_from_edge(circ, hop, RelayCommand.END, st.stream_id, End(int(reason)).encode())
+            if st.end_cmd == RelayCommand.DB_END:
+                self._send_from_edge(circ, hop, RelayCommand.DB_END, st.stream_id, st.end_body)
+            else:
+                reason = st.end_reason
+                if isinstance(circ, OriginCircuit):
+                    reason = EndReason.MISC  # tor-spec §6.3: only MISC for streams we originated
+                self._send_from_edge(circ, hop, RelayCommand.END, st.stream_id, End(int(reason)).encode())
         if st.blocked_writer and len(buf) <= SEND_LOW_WATER:
             st.blocked_writer = False
             self._events.append(ev.StreamWritable(self._handle_of(circ), st.stream_id))
@@ -682,6 +722,24 @@ class OnionNode:
             return
         if cmd == RelayCommand.TRUNCATED:
             raise CircuitViolation("circuit truncated", DestroyReason.DESTROYED)
+        if cmd in DB_OPENING:
+            # DB_INFO / DB_QUERY / DB_CONNECTED: the first one on a new stream id opens it at the
+            # endpoint (only an OP opens streams, as in tor: DESIGN §6)
+            st = edge.streams.get(sid) if sid else None
+            if sid and st is None:
+                if origin:
+                    raise CircuitViolation("a DB message on a stream this OP did not open")
+                edge.streams[sid] = Stream(sid, StreamState.OPEN, data_cmd=RelayCommand.DB_DATA,
+                                           end_cmd=RelayCommand.DB_END)
+            elif st is not None and st.state is StreamState.HALF_CLOSED:
+                return
+            self._events.append(ev.RelayMessageReceived(circ.handle, hop, cmd, sid, body))
+            return
+        if cmd == RelayCommand.DB_END:
+            st = edge.streams.pop(sid, None) if sid else None
+            if st is not None and st.state is not StreamState.HALF_CLOSED:
+                self._events.append(ev.RelayMessageReceived(circ.handle, hop, cmd, sid, body))
+            return  # a DB_END for a stream already gone is dropped (both ends may end at once)
         if cmd >= PRIVATE_BASE:
             self._events.append(ev.RelayMessageReceived(circ.handle, hop, cmd, sid, body))
             return

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from peer.driver import OnionStream, StreamError
 from peer.errors import PeerError, UsageError
 from peer.socks import SocksServer, StreamOpenError
 from peer.tor.client import TorClient, read_http_response
@@ -72,9 +73,13 @@ async def _get(args: argparse.Namespace) -> int:
         sink_file = open(tmp, "wb") if tmp else None  # noqa: SIM115
         progress = _Progress()
         try:
-            status, _headers = await read_http_response(
-                stream, progress, (sink_file.write if sink_file else sys.stdout.buffer.write)
-            )
+            def sink(data: bytes) -> None:
+                if sink_file is not None:
+                    sink_file.write(data)
+                else:
+                    sys.stdout.buffer.write(data)
+
+            status, _headers = await read_http_response(stream, progress, sink)
         finally:
             if sink_file:
                 sink_file.flush()
@@ -101,9 +106,11 @@ async def _socks(args: argparse.Namespace) -> int:
     directory = await dirc.get(time.time())
     client = TorClient(directory, guards=GuardSet.in_data_dir(data), allow_same_subnet=args.allow_same_subnet)
 
-    async def open_stream(h: str, p: int):  # type: ignore[no-untyped-def]
+    async def open_stream(h: str, p: int) -> OnionStream:
         try:
             return await client.open_stream(h, p, hops=args.hops)
+        except StreamError as exc:
+            raise StreamOpenError(str(exc), exc.end_reason) from exc
         except PeerError as exc:
             raise StreamOpenError(str(exc)) from exc
 

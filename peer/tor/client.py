@@ -87,6 +87,7 @@ class TorClient:
                               config=NodeConfig(auto_consume=False))
         self.driver = NodeDriver(self.node)
         self._chans: dict[bytes, int] = {}
+        self._exits: dict[int, Relay] = {}  # open circuits and their exits, reused for streams
         self.last_path: tuple[Relay, ...] = ()
 
     async def channel_to(self, relay: Relay, timeout: float = 30.0) -> int:
@@ -110,8 +111,15 @@ class TorClient:
         return circ
 
     async def open_stream(self, host: str, port: int, *, hops: int = 3) -> OnionStream:
+        """A stream to host:port, on an open circuit whose exit allows the port, else a new one."""
+        for circ, exit_relay in list(self._exits.items()):
+            if circ in self.node.circuits and exit_relay.is_exit_for(port):
+                return await self.driver.open_stream(circ, host, port)
+            if circ not in self.node.circuits:
+                del self._exits[circ]
         path = self.choose_path(port, hops)
         circ = await self.build_circuit(path)
+        self._exits[circ] = path[-1]
         return await self.driver.open_stream(circ, host, port)
 
     async def close(self) -> None:

@@ -1,0 +1,235 @@
+"""The holder role (DESIGN §6): announce what we hold to our ORDBs, serve pieces with proofs.
+
+A holder announces through its own circuits (at least 2 hops before each ORDB), a few
+hash_names per circuit, after a random delay, with the piece ranges it holds (announced at
+25, 50, 75 and 100 %).  When an ORDB passes a query down an announce stream, the holder
+opens a new stream of its own on that circuit (only OPs open streams), starting with
+DB_CONNECTED and the query's transaction id, then the delivery in DB_DATA and DB_END.
+It never links directly to a requester: it does not know who that is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from peer.errors import PeerError
+from peer.proto import events as ev
+from peer.proto.node import OnionNode
+from peer.wire.commands import RelayCommand
+from peer.wire.ordb import (
+    DbConnected,
+    DbEnd,
+    DbEndReason,
+    DbInfo,
+    DbQuery,
+    DeliveryKind,
+    InfoEntry,
+    PieceFrame,
+    PieceRange,
+)
+from storage.chunkstore import ChunkStore
+
+log = logging.getLogger(__name__)
+
+Stream = tuple[int, int]
+MAX_PIECES_PER_QUERY = 64
+HASH_NAMES_PER_CIRCUIT = 4
+SEND_CHUNK = 64 * 1024
+
+
+@dataclass(eq=False)
+class AnnounceCircuit:
+    circ: int
+    ordb: bytes  # the ORDB's NodeID
+    stream: int | None = None
+    hash_names: set[bytes] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Serving:
+    stream: Stream
+    task: asyncio.Task[None] | None = None
+    writable: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class HolderService:
+    def __init__(
+        self,
+        node: OnionNode,
+        store: ChunkStore,
+        *,
+        kick: Callable[[], None],
+        build_ordb_circuit: Callable[[set[bytes]], Awaitable[tuple[int, bytes]]],
+        rng: random.Random | None = None,
+        announce_delay: tuple[float, float] = (0.2, 2.0),
+        ordbs_per_share: int = 2,
+        corrupt: bool = False,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self._kick = kick
+        self._build = build_ordb_circuit
+        self.rng = rng or random.Random()
+        self.delay = announce_delay
+        self.ordbs_per_share = ordbs_per_share
+        self.corrupt = corrupt  # test only: serve pieces with a flipped byte (a lying holder)
+        self.circuits: dict[int, AnnounceCircuit] = {}
+        self.serving: dict[Stream, Serving] = {}
+        self.announced: dict[bytes, int] = {}  # hash_name -> last announced quarter (1..4)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.served_pieces = 0
+
+    # ---- announcing ----------------------------------------------------------------------------
+    def owns(self, stream: Stream) -> bool:
+        return stream in self.serving or any(
+            c.circ == stream[0] and c.stream == stream[1] for c in self.circuits.values()
+        )
+
+    def announce_soon(self, hash_name: bytes) -> None:
+        """Announce (or update) a hash_name after a random delay (DB_INFO must not time a download)."""
+        self._spawn(self._announce(hash_name))
+
+    async def _announce(self, hash_name: bytes) -> None:
+        await asyncio.sleep(self.rng.uniform(*self.delay))
+        try:
+            have = await self.store.have(hash_name)
+        except PeerError:
+            return
+        if have.count == 0:
+            return
+        quarter = min(4, have.have() * 4 // have.count)
+        if quarter == 0 or self.announced.get(hash_name, 0) >= quarter and quarter < 4:
+            return
+        self.announced[hash_name] = quarter
+        ranges = tuple(PieceRange(a, b) for a, b in have.ranges()[:40])
+        entry = InfoEntry(hash_name, have.count, ranges)
+        targets = [c for c in self.circuits.values() if hash_name in c.hash_names]
+        while len(targets) < self.ordbs_per_share:
+            spare = [c for c in self.circuits.values()
+                     if c not in targets and len(c.hash_names) < HASH_NAMES_PER_CIRCUIT]
+            if spare:
+                targets.append(self.rng.choice(spare))
+                continue
+            try:
+                circ, ordb = await self._build({c.ordb for c in targets})
+            except PeerError as exc:
+                log.info("announce: no ORDB circuit: %s", exc)
+                break
+            ac = AnnounceCircuit(circ, ordb)
+            self.circuits[circ] = ac
+            targets.append(ac)
+        for ac in targets:
+            if ac.circ not in self.node.circuits:
+                continue
+            ac.hash_names.add(hash_name)
+            body = DbInfo((entry,)).encode()
+            if ac.stream is None:
+                ac.stream = self.node.open_db_stream(ac.circ, RelayCommand.DB_INFO, body)
+            else:
+                self.node.send_relay(ac.circ, RelayCommand.DB_INFO, ac.stream, body)
+        self._kick()
+
+    # ---- events --------------------------------------------------------------------------------
+    def handle(self, e: ev.Event) -> bool:
+        if isinstance(e, ev.RelayMessageReceived) and e.hop >= 0:
+            key = (e.circ, e.stream_id)
+            ac = self.circuits.get(e.circ)
+            if ac is not None and ac.stream == e.stream_id:
+                if e.command == RelayCommand.DB_QUERY:
+                    try:
+                        q = DbQuery.decode(e.data)
+                    except PeerError:
+                        return True
+                    self._spawn(self._serve(e.circ, q))
+                elif e.command == RelayCommand.DB_END:
+                    ac.stream = None  # the ORDB closed our announce stream: re-announce later
+                    ac.hash_names.clear()
+                return True
+            s = self.serving.get(key)
+            if s is not None:
+                if e.command == RelayCommand.DB_END and s.task is not None:
+                    s.task.cancel()  # the ORDB says stop (RESET: another holder continues)
+                    self.serving.pop(key, None)
+                return True
+            return False
+        if isinstance(e, ev.StreamWritable):
+            s = self.serving.get((e.circ, e.stream_id))
+            if s is not None:
+                s.writable.set()
+                return True
+        if isinstance(e, ev.CircuitClosed):
+            ac = self.circuits.pop(e.circ, None)
+            if ac is not None:
+                for hn in ac.hash_names:  # keep announcing through another circuit
+                    self.announced.pop(hn, None)
+                    self.announce_soon(hn)
+            for key in [k for k in self.serving if k[0] == e.circ]:
+                s = self.serving.pop(key)
+                if s.task is not None:
+                    s.task.cancel()
+        return False
+
+    # ---- serving -------------------------------------------------------------------------------
+    async def _serve(self, circ: int, q: DbQuery) -> None:
+        try:
+            manifest = await self.store.get_manifest(q.hash_name)
+            if q.wants_manifest:
+                kind, payload = DeliveryKind.MANIFEST, manifest
+            else:
+                count = min(q.count, MAX_PIECES_PER_QUERY)
+                pieces = await self.store.get_pieces(q.hash_name, q.first, q.first + count - 1)
+                if len(pieces) < count:
+                    raise LookupError("pieces missing")
+                frames = []
+                for i, data, proof in pieces:
+                    if self.corrupt:
+                        data = bytes([data[0] ^ 0xFF]) + data[1:]
+                    frames.append(PieceFrame(i, proof.encode(), data).encode())
+                payload = b"".join(frames)
+                kind = DeliveryKind.PIECES
+        except (PeerError, LookupError):
+            if circ in self.node.circuits:
+                sid = self.node.open_db_stream(
+                    circ, RelayCommand.DB_CONNECTED, DbConnected(q.txid, DeliveryKind.PIECES, q.first, 0, 0).encode()
+                )
+                self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE, q.txid).encode())
+                self._kick()
+            return
+        if circ not in self.node.circuits:
+            return
+        hello = DbConnected(q.txid, kind, q.first, q.count, len(payload))
+        sid = self.node.open_db_stream(circ, RelayCommand.DB_CONNECTED, hello.encode())
+        s = Serving((circ, sid), asyncio.current_task())
+        self.serving[(circ, sid)] = s
+        try:
+            for i in range(0, len(payload), SEND_CHUNK):
+                if not self.node.stream_send(circ, sid, payload[i : i + SEND_CHUNK]):
+                    s.writable.clear()
+                    self._kick()
+                    await s.writable.wait()
+                self._kick()
+            self.node.db_end(circ, sid, DbEnd(DbEndReason.FINISHED, q.txid).encode())
+            if kind == DeliveryKind.PIECES:
+                self.served_pieces += q.count
+            self._kick()
+        except PeerError:
+            pass
+        finally:
+            self.serving.pop((circ, sid), None)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
