@@ -1,14 +1,15 @@
 """The routing table: the ``kademlia`` package's k-buckets, hardened (DESIGN §8).
 
 Taken from the package: :class:`kademlia.routing.KBucket` (LRU order, replacement
-cache, split) and :class:`kademlia.routing.RoutingTable` (bucket splitting rule,
-``find_neighbors`` over the table).  Changed here:
+cache, split) and :class:`kademlia.routing.RoutingTable` (bucket splitting rule).  Changed here:
 
 * at most ``prefix_limit`` contacts of one /16 in each bucket (0 = off), also when a
   replacement is promoted, so one network cannot fill a bucket;
 * adding a contact never sends anything: the package pings the head of a full bucket
   from inside ``add_contact``; here the caller gets :attr:`AddResult.FULL` and the
   head to check, and decides (the node pings it and evicts it if it is dead);
+* ``find_neighbors`` is exact (the package's bucket traversal could return nobody for a
+  target in an empty bucket at the edge of the table);
 * bucket ages follow the injected clock instead of ``time.monotonic``;
 * a NodeID that sits exactly at a bucket's upper bound goes into that bucket.
 
@@ -18,6 +19,7 @@ Only contacts that passed admission (:mod:`dht.node`) are ever added.
 from __future__ import annotations
 
 import enum
+import heapq
 from collections.abc import Callable
 
 from kademlia.node import Node
@@ -156,6 +158,23 @@ class DhtRoutingTable(RoutingTable):
         known = node_id in bucket.nodes
         bucket.remove_node(Node(node_id))
         return known
+
+    def find_neighbors(self, node: Node, k: int | None = None, exclude: Node | None = None) -> list[Node]:
+        """The k contacts closest to ``node``, exactly.
+
+        The package's ``TableTraverser`` stops as soon as it has used the buckets on one
+        side when the target's bucket is at the end of the table, so a key falling into an
+        empty edge bucket got no contacts at all (and a lookup for it never started).
+        """
+        self.buckets[self.get_bucket_for(node)].touch_last_updated()
+        target = node.long_id
+        candidates = (
+            n
+            for b in self.buckets
+            for n in b.nodes.values()
+            if n.id != node.id and (exclude is None or not n.same_home_as(exclude))
+        )
+        return heapq.nsmallest(k or self.ksize, candidates, key=lambda n: n.long_id ^ target)
 
     def closest(self, target: bytes, k: int | None = None, exclude: bytes | None = None) -> list[Contact]:
         found = self.find_neighbors(Node(target), k=k or self.ksize)

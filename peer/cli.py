@@ -97,6 +97,18 @@ def _cmd_testnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_share(args: argparse.Namespace) -> int:
+    from peer.sharecli import cmd_share
+
+    return cmd_share(args)
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    from peer.sharecli import cmd_get
+
+    return cmd_get(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from peer.demo import run_demo
 
@@ -142,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow two hops in one /16 (only for test networks on a single address)",
     )
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    up.add_argument("--test-corrupt-pieces", action="store_true", help=argparse.SUPPRESS)
 
     demo = add("demo", "run a local network on this machine and move data through it anonymously", _cmd_demo)
     demo.add_argument("--peers", type=int, default=6, help="peers in the local network (default 6)")
@@ -160,16 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     share = add(
         "share",
         "share a file; prints its link as the last line",
-        _not_built("share", "anonymous share and get issue"),
+        _cmd_share,
     )
     share.add_argument("file", type=Path)
     share.add_argument("--encrypt", action="store_true", help="encrypt; the key travels only in the link")
     share.add_argument("--data", type=Path, default=None)
+    share.add_argument("--no-seed", action="store_true", help="do not announce this file (opt out of seeding)")
 
     get = add(
         "get",
         "download a link anonymously ('-' reads the link from standard input)",
-        _not_built("get", "anonymous share and get issue"),
+        _cmd_get,
     )
     get.add_argument("link")
     get.add_argument("-o", "--output", type=Path, default=None)

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dht.node import DhtConfig, DhtNode
-from dht.records import PeerRecord, Route
+from dht.records import PeerRecord, ProviderFields, ProviderRecord, Route
+from peer.fetch import Download, Progress
+from peer.holder import HolderService
+from peer.ordb import OrdbService
+from peer.pathsel import eligible_ordbs, select_path_to
+from storage.chunkstore import ChunkStore
+from storage.links import ShareLink
 from peer.bridgeclient import BridgeClient
 from peer.driver import CircuitError, NodeDriver, OnionStream, StreamError
 from peer.errors import PathError, PeerError
@@ -36,7 +42,7 @@ from peer.proto.node import NodeConfig, OnionNode
 from peer.socks import SocksServer, StreamOpenError
 from peer.transport.webrtc import WebRtcConfig
 from peer.wire.cells import Introduce, Introduced, decode_message  # noqa: F401  (decode kept for callers)
-from peer.wire.commands import CellCommand
+from peer.wire.commands import CellCommand, RelayCommand
 from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,9 @@ class PeerConfig:
     view_refresh: float = 5.0
     maintain_every: float = 1.0
     connect_timeout: float = 20.0
+    announce_delay: tuple[float, float] = (0.2, 2.0)
+    corrupt_pieces: bool = False  # test only: a lying holder
+    download_circuits: int = 5
 
 
 class _BridgeSignaller:
@@ -122,6 +131,17 @@ class Peer:
         self._paths: dict[int, list[bytes]] = {}
         self._record_dirty = asyncio.Event()
         self.started_at = time.time()
+        self.store: ChunkStore | None = None
+        self.ordb = OrdbService(
+            self.node,
+            kick=self.driver._kick,
+            find_providers=self._find_providers,
+            forward=self._forward_query,
+            publish_provider=self._publish_provider,
+            rng=self.rng,
+        )
+        self.holder: HolderService | None = None
+        self.downloads: dict[bytes, DownloadTask] = {}
 
     # ---- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -130,6 +150,16 @@ class Peer:
         keys = load_or_create_keys(config.data_dir, stable=config.stable)
         self = cls(config, keys)
         self._load_guards()
+        self.store = await ChunkStore.open(config.data_dir / "store.db")
+        self.holder = HolderService(
+            self.node,
+            self.store,
+            kick=self.driver._kick,
+            build_ordb_circuit=self.build_ordb_circuit,
+            rng=self.rng,
+            announce_delay=config.announce_delay,
+            corrupt=config.corrupt_pieces,
+        )
         dcfg = DhtConfig(bucket_prefix_limit=2 if config.subnet_rule else 0)
         await self.dht.start(keys.identity, config.host, config.dht_port, config=dcfg)
         for url in config.bridges:
@@ -141,9 +171,18 @@ class Peer:
             await self.socks.start(*config.socks)
         self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._republisher()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._resume()))
         return self
 
     async def stop(self) -> None:
+        for d in list(self.downloads.values()):
+            d.task.cancel()
+        for d in list(self.downloads.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await d.task
+        if self.holder is not None:
+            await self.holder.close()
+        await self.ordb.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -157,6 +196,8 @@ class Peer:
             with contextlib.suppress(Exception):
                 await b.close()
         self.dht.stop()
+        if self.store is not None:
+            await self.store.close()
 
     # ---- our record ---------------------------------------------------------------------------
     def record(self) -> PeerRecord:
@@ -268,7 +309,7 @@ class Peer:
                     await self.links.connect(rec, via)
 
     def _signaller_for(self, rec: PeerRecord) -> _BridgeSignaller | _NeighbourSignaller | None:
-        for n in rec.neighbours:  # an introducer we are linked to, so bridges see less
+        for n in getattr(rec, "neighbours", ()):  # an introducer we are linked to, so bridges see less
             chan = self.links.chan_of(n)
             if chan is not None:
                 return _NeighbourSignaller(self, chan)
@@ -280,6 +321,13 @@ class Peer:
 
     # ---- events from the onion core -----------------------------------------------------------
     def _on_event(self, e: ev.Event) -> None:
+        if isinstance(e, (ev.RelayMessageReceived, ev.StreamWritable, ev.CircuitClosed)):
+            handled = False
+            for d in list(self.downloads.values()):
+                handled = d.download.handle(e) or handled
+            if self.holder is not None:
+                handled = self.holder.handle(e) or handled
+            handled = self.ordb.handle(e) or handled
         if isinstance(e, ev.ChannelClosed):
             self.links.channel_closed(e.chan)
         elif isinstance(e, ev.CircuitClosed):
@@ -367,6 +415,141 @@ class Peer:
         except PeerError as exc:
             raise StreamOpenError(str(exc)) from exc
 
+    # ---- ORDB circuits (DESIGN §5: never our own ORDB, disjoint from guards and neighbours) ---------
+    def eligible_ordbs(self, exclude: set[bytes] | None = None) -> list[PeerRecord]:
+        return eligible_ordbs(self.view, own_node_id=self.keys.node_id, guards=self.guards,
+                              neighbours=self.links.neighbour_ids(), exclude=exclude or set())
+
+    async def build_ordb_circuit(self, exclude: set[bytes]) -> tuple[int, bytes]:
+        """A circuit of 2 hops then an ORDB chosen uniformly among the eligible ones."""
+        last: Exception | None = None
+        for attempt in range(2):
+            cands = self.eligible_ordbs(exclude)
+            self.rng.shuffle(cands)
+            linked_guards = [g for g in self.guards if g in self.links.neighbours]
+            for target in cands:
+                try:
+                    path = select_path_to(self.view, target, own_node_id=self.keys.node_id,
+                                          first_hops=linked_guards, rng=self.rng,
+                                          subnet_rule=self.config.subnet_rule)
+                except PathError as exc:
+                    last = exc
+                    continue
+                chan = self.links.chan_of(path[0].node_id)
+                if chan is None:
+                    continue
+                try:
+                    circ = await self.driver.build_circuit(chan, [self.hop_of(r) for r in path], timeout=20)
+                except CircuitError as exc:
+                    last = exc
+                    continue
+                self._paths[circ] = [r.node_id for r in path]
+                return circ, target.node_id
+            if attempt == 0:
+                await self._refresh_view()
+        if last is None:
+            raise PathError("no eligible ORDB (rule: never our own, our guards or our neighbours)")
+        raise PathError(f"no circuit to an eligible ORDB: {last}")
+
+    async def _publish_provider(self, hash_name: bytes) -> None:
+        host, port = self.dht.address
+        fields = ProviderFields(self.keys.ntor.public, self.keys.seal.public,
+                                Route((("udp", f"{host}:{port}"), ("webrtc", host)), tuple(self.bridges)))
+        with contextlib.suppress(PeerError, OSError):
+            await self.dht.publish_provider(hash_name, fields)
+
+    async def _find_providers(self, hash_name: bytes) -> list[object]:
+        recs = await self.dht.find_providers(hash_name)
+        return [r for r in recs if r.node_id != self.keys.node_id]
+
+    async def _forward_query(self, prov: object, body: bytes) -> tuple[int, int] | None:
+        """ORDB to ORDB (DESIGN §6): link to the ORDB found in the DHT, 1-hop circuit, forward."""
+        assert isinstance(prov, ProviderRecord)
+        chan = self.links.chan_of(prov.node_id)
+        if chan is None:
+            via = self._signaller_for(prov)  # type: ignore[arg-type]
+            if via is None:
+                return None
+            await self.links.connect(prov, via)  # type: ignore[arg-type]
+            chan = self.links.chan_of(prov.node_id)
+            if chan is None:
+                return None
+        hop = HopSpec(prov.node_id, prov.ntor_key,
+                      (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)))
+        circ = await self.driver.build_circuit(chan, [hop], timeout=20)
+        sid = self.node.open_db_stream(circ, RelayCommand.DB_QUERY, body)
+        self.driver._kick()
+        return circ, sid
+
+    # ---- sharing and downloading --------------------------------------------------------------
+    async def share(self, path: Path, *, encrypt: bool = False, seed: bool = True) -> str:
+        assert self.store is not None and self.holder is not None
+        result = await self.store.import_file(path, encrypt=encrypt, randbytes=os.urandom)
+        if seed:
+            self.holder.announce_soon(result.hash_name)
+        else:
+            await self.store.set_seeding(result.hash_name, False)
+        return result.link.format()
+
+    def get(self, link: ShareLink, output: Path | None = None) -> DownloadTask:
+        """Start a download, or attach to the one already running (downloads belong to the peer)."""
+        assert self.store is not None
+        task = self.downloads.get(link.hash_name)
+        if task is not None and not task.task.done():
+            if output is not None:
+                task.output = output
+            return task
+        dl = Download(
+            node=self.node, kick=self.driver._kick, store=self.store, hash_name=link.hash_name, key=link.key,
+            build_circuit=self.build_ordb_circuit, count_ordbs=lambda: len(self.eligible_ordbs()),
+            on_quarter=self._seed, want_circuits=self.config.download_circuits, rng=self.rng,
+        )
+        dt = DownloadTask(link, dl, output)
+        dt.task = asyncio.get_running_loop().create_task(self._run_download(dt))
+        self.downloads[link.hash_name] = dt
+        self._save_downloads()
+        return dt
+
+    def _seed(self, hash_name: bytes) -> None:
+        if self.holder is not None:
+            self.holder.announce_soon(hash_name)
+
+    async def _run_download(self, dt: DownloadTask) -> None:
+        assert self.store is not None
+        try:
+            await dt.download.run()
+            if dt.output is not None:
+                dt.exported = str(await self.store.export(dt.link.hash_name, dt.output, dt.link.key))
+            dt.download.progress.state = "complete"
+            self._seed(dt.link.hash_name)
+        except asyncio.CancelledError:
+            raise
+        except PeerError as exc:
+            dt.download.progress.state = "failed"
+            dt.download.progress.error = str(exc)
+        finally:
+            dt.download._notify()
+            self._save_downloads()
+
+    def _save_downloads(self) -> None:
+        """Downloads survive restarts: links (keys included) in a 0600 file of the data dir."""
+        items = [{"link": d.link.format(), "output": str(d.output) if d.output else None,
+                  "done": d.download.progress.state == "complete"} for d in self.downloads.values()]
+        atomic_write_private(self.config.data_dir / "downloads.json", json.dumps(items).encode())
+
+    async def _resume(self) -> None:
+        path = self.config.data_dir / "downloads.json"
+        try:
+            items = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        await asyncio.sleep(1.0)  # let links form first
+        for it in items:
+            if it.get("done"):
+                continue
+            with contextlib.suppress(PeerError, ValueError, TypeError):
+                self.get(ShareLink.parse(it["link"]), Path(it["output"]) if it.get("output") else None)
+
     # ---- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, object]:
         return {
@@ -387,6 +570,25 @@ class Peer:
             "socks": f"{self.socks.address[0]}:{self.socks.address[1]}" if self.socks else None,
             "recent_link_refusals": self.links.refused[-5:],
             "uptime_s": round(time.time() - self.started_at, 1),
+            "ordb": self.ordb.status(),
+            "downloads": [d.summary() for d in self.downloads.values()],
+            "served_pieces": self.holder.served_pieces if self.holder else 0,
         }
+
+
+@dataclass(eq=False)
+class DownloadTask:
+    link: ShareLink
+    download: Download
+    output: Path | None
+    task: asyncio.Task[None] = field(init=False)
+    exported: str | None = None
+
+    def summary(self) -> dict[str, object]:
+        p: Progress = self.download.progress
+        return {"id": self.link.hash_name.hex(), "state": p.state, "have": p.have, "total": p.total,
+                "bytes": p.bytes_verified, "size": p.size, "rate": round(p.rate), "circuits": p.circuits,
+                "ordbs": p.ordbs_used, "bad_pieces": p.bad_pieces, "replaced": p.replaced,
+                "first_byte_s": p.first_byte_s, "error": p.error, "exported": self.exported}
 
 

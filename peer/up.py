@@ -63,11 +63,15 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
         ice_allow=tuple(a.strip() for a in args.ice_allow.split(",")) if args.ice_allow else None,
         socks=parse_hostport(args.socks, loopback_only=True) if args.socks else None,
         subnet_rule=not args.no_subnet_rule,
+        corrupt_pieces=bool(getattr(args, "test_corrupt_pieces", False)),
     )
     ui_host, ui_port = parse_hostport(args.ui, loopback_only=True) if args.ui else ("127.0.0.1", 0)
     peer = await Peer.start(config)
     api = ApiServer()
     api.set_status_provider(peer.status)
+    from peer.apiroutes import add_routes
+
+    add_routes(api, peer)
     url = await api.start(ui_host, ui_port)
     write_api_json(data_dir, url, api.token)
     print(json.dumps({"node_id": peer.keys.node_id.hex(), "api": url,

@@ -1,7 +1,7 @@
 """Content store (DESIGN §7, §9): manifests, Merkle proofs, encrypted shares, share links, live pieces,
 and the SQLite chunk store.  Byte layouts: docs/formats.md; store design: docs/storage.md."""
 
-from storage.chunkstore import ChunkStore, verify_pieces
+from storage.chunkstore import ChunkStore
 from storage.links import ShareLink
 from storage.live import LivePiece, LiveWindow
 from storage.manifest import Flags, Manifest, live_hash_name, parse_manifest, sign_manifest
@@ -17,6 +17,7 @@ from storage.types import (
     ShareInfo,
     StoreStats,
 )
+from storage.verify import verify_pieces
 
 __all__ = [
     "Bitfield",

@@ -37,16 +37,14 @@ from storage.errors import (
     CorruptPiece,
     DiskFullError,
     KeyRequired,
-    PieceError,
     PieceMissing,
-    ProofError,
     SchemaError,
     ShareNotFound,
     StoreWriteError,
 )
 from storage.links import ShareLink
 from storage.manifest import DEFAULT_PIECE_SIZE, Manifest, parse_manifest
-from storage.merkle import MerkleProof, leaf_hash
+from storage.merkle import MerkleProof
 from storage.types import (
     Bitfield,
     ByteRange,
@@ -58,9 +56,9 @@ from storage.types import (
     ShareInfo,
     StoreStats,
 )
+from storage.verify import PieceItem, assemble, check_rows, verify_pieces
 
 Synchronous = Literal["NORMAL", "FULL"]
-PieceItem = tuple[int, bytes, MerkleProof | bytes]
 MAX_RANGE = 64 << 20  # largest read_range, bytes
 _SQLITE_FULL = 13
 _SQLITE_IOERR = 10
@@ -97,77 +95,6 @@ class _Share:
         return self.cipher
 
 
-def verify_pieces(manifest: Manifest, items: Iterable[PieceItem]) -> list[tuple[int, bytes, bytes, bytes]]:
-    """Check each (index, piece, proof) against the manifest; PieceError naming every bad index.
-
-    Returns (index, leaf hash, piece, encoded proof) for the good ones, first occurrence of an index only.
-    """
-    good: dict[int, tuple[int, bytes, bytes, bytes]] = {}
-    bad: dict[int, str] = {}
-    for index, piece, raw_proof in items:
-        try:
-            proof = raw_proof if isinstance(raw_proof, MerkleProof) else MerkleProof.decode(raw_proof)
-            if not 0 <= index < manifest.piece_count:
-                raise ProofError("index outside the share")
-            if proof.index != index or proof.count != manifest.piece_count:
-                raise ProofError("proof is for another piece or another tree")
-            if len(piece) != manifest.stored_piece_len(index):
-                raise ProofError(f"piece has {len(piece)} bytes, wants {manifest.stored_piece_len(index)}")
-            leaf = leaf_hash(piece)
-            if proof.root_for(leaf) != manifest.root:
-                raise ProofError("piece does not lead to the Merkle root")
-        except (ProofError, StorageError, ValueError) as exc:  # ProofFormatError is a ValueError
-            bad[index] = str(exc)
-            continue
-        good.setdefault(index, (index, leaf, bytes(piece), proof.encode()))
-    if bad:
-        raise PieceError(f"{len(bad)} piece(s) rejected, nothing of the batch stored: {sorted(bad)[:8]}", bad)
-    return list(good.values())
-
-
-def _check_rows(
-    rows: Sequence[sqlite3.Row], root: bytes | None
-) -> tuple[dict[int, tuple[bytes, MerkleProof | None]], list[int]]:
-    good: dict[int, tuple[bytes, MerkleProof | None]] = {}
-    bad: list[int] = []
-    for key, leaf, raw_proof, data in rows:
-        index = key & 0xFFFF_FFFF
-        try:
-            actual = leaf_hash(data)
-            if root is None:
-                if actual != leaf:
-                    raise ProofError("stored piece does not match its leaf hash")
-                good[index] = (data, None)
-            else:
-                proof = MerkleProof.decode(raw_proof)
-                if proof.root_for(actual) != root:
-                    raise ProofError("stored piece no longer verifies")
-                good[index] = (data, proof)
-        except (ProofError, ValueError):
-            bad.append(index)
-    return good, bad
-
-
-def _assemble(
-    pieces: dict[int, bytes], start: int, end: int, ps: int, cipher: PieceCipher | None
-) -> tuple[bytes, tuple[tuple[int, int], ...]]:
-    """The bytes of [start, end) up to the first missing piece (decrypted), and the missing ranges."""
-    parts: list[bytes | memoryview] = []
-    missing: list[tuple[int, int]] = []
-    for i in range(start // ps, (end - 1) // ps + 1):
-        a, b = max(start, i * ps), min(end, (i + 1) * ps)
-        data = pieces.get(i)
-        if data is None:
-            if missing and missing[-1][1] == a:
-                missing[-1] = (missing[-1][0], b)
-            else:
-                missing.append((a, b))
-        elif not missing:
-            plain = cipher.decrypt(i, data) if cipher else data
-            parts.append(memoryview(plain)[a - i * ps : b - i * ps])
-    return b"".join(parts), tuple(missing)
-
-
 class ChunkStore:
     """The content store of one peer.  Create with ``await ChunkStore.open(path)``."""
 
@@ -184,7 +111,8 @@ class ChunkStore:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._shares: dict[bytes, _Share] = {}
-        self.batch_bytes = 4 << 20
+        self._importing: set[str] = set()  # absolute paths being imported by this store object
+        self.batch_bytes = 4 << 20  # bytes of pieces per import/export batch
 
     # ----------------------------------------------------------------- life cycle
     @classmethod
@@ -408,7 +336,7 @@ class ChunkStore:
             " WHERE p.id BETWEEN ? AND ? AND p.proof IS NOT NULL",
             (lo | first, lo | last),
         )
-        good, bad = await asyncio.to_thread(_check_rows, rows, share.manifest.root if proofs else None)
+        good, bad = await asyncio.to_thread(check_rows, rows, share.manifest.root if proofs else None)
         for index in bad:
             await self._drop_piece(share, index)
         return good, bad
@@ -476,7 +404,7 @@ class ChunkStore:
         ps = m.piece_size
         first, last = start // ps, (end - 1) // ps
         pieces = await self._load(share, first, last)
-        data, missing = await asyncio.to_thread(_assemble, pieces, start, end, ps, cipher)
+        data, missing = await asyncio.to_thread(assemble, pieces, start, end, ps, cipher)
         return ByteRange(start, data, missing)
 
     # ----------------------------------------------------------------- files
@@ -494,16 +422,23 @@ class ChunkStore:
         """Import a local file in one pass (see :func:`storage.importer.import_file`)."""
         from storage import importer
 
-        return await importer.import_file(
-            self,
-            path,
-            encrypt=encrypt,
-            randbytes=randbytes,
-            piece_size=piece_size,
-            name=name,
-            mime=mime,
-            progress=progress,
-        )
+        src = os.path.abspath(path)
+        if src in self._importing:
+            raise UsageError("this file is already being imported")
+        self._importing.add(src)
+        try:
+            return await importer.import_file(
+                self,
+                src,
+                encrypt=encrypt,
+                randbytes=randbytes,
+                piece_size=piece_size,
+                name=name,
+                mime=mime,
+                progress=progress,
+            )
+        finally:
+            self._importing.discard(src)
 
     async def export(self, hash_name: bytes, dest: str | os.PathLike[str], key: bytes | None = None) -> Path:
         """Write the share's plaintext to a file atomically (see :func:`storage.export.export_share`)."""

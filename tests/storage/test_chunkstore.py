@@ -295,3 +295,17 @@ async def test_errors_are_typed(store: ChunkStore) -> None:
     with pytest.raises(ShareNotFound):
         await store.have(bytes(32))
     assert issubclass(PieceError, IntegrityError) and issubclass(ManifestError, WireError)
+
+
+async def test_one_import_per_file_at_a_time(tmp_path: Path, store: ChunkStore, rand: RandBytes) -> None:
+    import asyncio
+
+    src = write_file(tmp_path / "f", 64 * PS, 11)
+    results = await asyncio.gather(
+        store.import_file(src, encrypt=False, piece_size=PS, randbytes=rand),
+        store.import_file(src, encrypt=False, piece_size=PS, randbytes=rand),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, UsageError) for r in results) == 1
+    with pytest.raises(UsageError):
+        await store.import_file(src, encrypt=False, piece_size=3000, randbytes=rand)
