@@ -1,17 +1,24 @@
-"""Link benchmark, raw-link part (issue 4 "Benchmark"; DESIGN §4 "Transport facts").
+"""Link benchmark (issue 4 "Benchmark"; DESIGN §4 "Transport facts", §5 circuits).
 
-Measures in one run, on loopback (127.1.0.1 -> 127.2.0.1):
+Measures in one run, on loopback:
 
-* link setup time: ``create_offer`` -> ``accept_offer`` -> ``complete``/``wait_open``;
+* link setup time: ``create_offer`` -> ``accept_offer`` -> ``complete``/``wait_open``
+  (127.1.0.1 -> 127.2.0.1);
 * the reference: raw aiortc, 16 KiB messages written straight to the RTCDataChannel
   (flow control on ``bufferedAmount`` only, as any correct aiortc sender must do);
 * our ``WebRtcLink`` carrying one 514-byte cell per message;
 * our ``WebRtcLink`` carrying packed messages of 31 cells (15,934 bytes);
+* a 3-hop circuit (OP, two relays, an exit to a TCP sink on 127.0.0.1; peers on
+  127.11-14.0.1), one stream moving 20 MB (5 MB with ``--quick``) one way, with links over
+  WebRTC, over TLS and in memory ("direct"); each peer is a full OnionNode + NodeDriver
+  with the peer link handshake, as in ``peer/swarm.py``;
 
 and prints each throughput with its ratio to the raw reference.  By default the
-receiving end runs in a child process (as between two peers); ``--inprocess`` keeps
-both ends in one event loop.  ``--quick`` finishes well within 60 s.  ``--json``
-prints one JSON object instead of the table.  No figure is hard-coded.
+receiving end of the raw tests runs in a child process, and each circuit peer runs in its
+own process (the direct circuit keeps its four peers in one process: memory links cannot
+cross processes); ``--inprocess`` keeps everything in one event loop.  ``--quick``
+finishes well within 60 s.  ``--json`` prints one JSON object instead of the table (the
+circuit figures under ``three_hop``).  No figure is hard-coded.
 
 Run: ``python -m benchmarks.links [--quick] [--json] [--inprocess]``.
 """
@@ -20,18 +27,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import multiprocessing.connection
+import os
+import socket
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from peer.driver import NodeDriver, OnionStream
+from peer.peerlink import PeerKeys, handshake_for, peer_handshake
+from peer.proto.channel import HandshakeConfig
+from peer.proto.circuit import HopSpec
+from peer.proto.exitpolicy import ExitPolicy
+from peer.proto.node import NodeConfig, OnionNode
+from peer.transport.base import Link
 from peer.transport.iceconfig import WebRtcConfig
-from peer.transport.webrtc import WebRtcLink, accept_offer, create_offer
+from peer.transport.memory import memory_link_pair
+from peer.transport.tls import TlsLink, TlsServer, connect_tls, serve_tls
+from peer.transport.webrtc import PendingOffer, WebRtcLink, accept_offer, create_offer
+from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
 
 CELL = 514
 PACKED = 31 * CELL  # 15,934 bytes
@@ -224,15 +245,279 @@ async def run(quick: bool, inprocess: bool) -> Results:
     )
 
 
+# -- 3-hop circuits: OP -> relay -> relay -> exit -> TCP sink ----------------------------------------
+#
+# Each peer is a full OnionNode + NodeDriver (as in peer/swarm.py).  Peers live in worker
+# processes, one per peer by default (so that the two cores work as in a deployment), all in
+# one worker with --inprocess; "direct" (in-memory links) always keeps its four peers in one
+# worker, since memory links cannot cross processes.  The parent only signals (offers,
+# answers, TLS ports) and runs the TCP sink; timing runs from the OP's first write to the
+# sink's last byte.
+
+HOP_PEERS = 4
+EXIT_POLICY = "accept 127.0.0.1:*"
+WRITE_CHUNK = 64 * 1024
+TRANSPORTS = ("webrtc", "tls", "direct")
+
+
+def hop_address(index: int) -> str:
+    return f"127.{11 + index}.0.1"  # one /16 per peer
+
+
+@dataclass(eq=False)
+class _Hosted:
+    keys: PeerKeys
+    node: OnionNode
+    driver: NodeDriver
+    chans: dict[int, int] = field(default_factory=dict)  # neighbour index -> channel
+    background: set[asyncio.Future[None]] = field(default_factory=set)
+    pending: PendingOffer | None = None
+    server: TlsServer | None = None
+    stream: OnionStream | None = None
+
+
+class _Worker:
+    """The peers of one worker process, driven by the parent's requests."""
+
+    def __init__(self) -> None:
+        self.peers: dict[int, _Hosted] = {}
+
+    async def create(self, index: int, exit_: bool) -> tuple[bytes, bytes, bytes]:
+        keys = PeerKeys.generate(os.urandom)
+        policy = ExitPolicy.parse(EXIT_POLICY) if exit_ else ExitPolicy.reject_all()
+        node = OnionNode(
+            node_id=keys.node_id,
+            ntor_keys={keys.ntor.public: keys.ntor},
+            randbytes=os.urandom,
+            config=NodeConfig(exit_policy=policy, auto_consume=False),
+        )
+        self.peers[index] = _Hosted(keys, node, NodeDriver(node))
+        return keys.node_id, keys.ntor.public, keys.identity.public
+
+    def _adopt(self, index: int, other: int, link: Link, handshake: HandshakeConfig) -> None:
+        peer = self.peers[index]
+        peer.chans[other] = peer.driver.add_link(link, handshake)
+
+    async def offer(self, index: int) -> str:
+        peer = self.peers[index]
+        peer.pending, sdp = await create_offer(WebRtcConfig.loopback(hop_address(index)))
+        return sdp
+
+    async def accept(self, index: int, other: int, offer: str) -> str:
+        link, answer = await accept_offer(offer, WebRtcConfig.loopback(hop_address(index)))
+
+        async def adopt() -> None:
+            await link.wait_open(OPEN_TIMEOUT)
+            self._adopt(index, other, link, peer_handshake(self.peers[index].keys, link, time.time))
+
+        task = asyncio.ensure_future(adopt())  # `linked` reports a failure as a timeout
+        self.peers[index].background.add(task)
+        return answer
+
+    async def complete(self, index: int, other: int, answer: str) -> None:
+        peer = self.peers[index]
+        assert peer.pending is not None
+        link = await peer.pending.complete(answer, OPEN_TIMEOUT)
+        self._adopt(index, other, link, peer_handshake(peer.keys, link, time.time))
+
+    async def serve_tls(self, index: int, other: int, client_fp: bytes) -> int:
+        peer = self.peers[index]
+
+        async def on_link(link: TlsLink) -> None:
+            # Benchmark-only binding: a TLS client presents no certificate, so the
+            # client's "fingerprint" is a token both sides got from the parent.
+            assert peer.server is not None
+            hs = handshake_for(peer.keys, peer.server.local_cert_fingerprint, lambda: client_fp, time.time)
+            self._adopt(index, other, link, hs)
+
+        peer.server = await serve_tls(hop_address(index), 0, on_link)
+        return peer.server.address[1]
+
+    async def connect_tls(self, index: int, other: int, port: int, client_fp: bytes) -> None:
+        peer = self.peers[index]
+        link = await connect_tls(hop_address(other), port)
+        hs = handshake_for(peer.keys, client_fp, lambda: link.peer_cert_fingerprint, time.time)
+        self._adopt(index, other, link, hs)
+
+    async def memory(self, index: int, other: int) -> None:
+        a, b = memory_link_pair()
+        self._adopt(index, other, a, peer_handshake(self.peers[index].keys, a, time.time))
+        self._adopt(other, index, b, peer_handshake(self.peers[other].keys, b, time.time))
+
+    async def linked(self, index: int, other: int) -> None:
+        """Wait until the link to ``other`` has finished its link handshake."""
+        peer = self.peers[index]
+        for _ in range(int(OPEN_TIMEOUT / 0.05)):
+            if other in peer.chans:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise TimeoutError("the link did not come up")
+        await peer.driver.wait_open(peer.chans[other], OPEN_TIMEOUT)
+
+    async def open_stream(self, index: int, hops: list[tuple[bytes, bytes, bytes]], port: int) -> None:
+        peer = self.peers[index]
+        path = [HopSpec(n, k, (LinkSpecPeerNodeId(n), LinkSpecEd25519(i))) for n, k, i in hops]
+        circ = await peer.driver.build_circuit(peer.chans[index + 1], path, OPEN_TIMEOUT)
+        peer.stream = await peer.driver.open_stream(circ, "127.0.0.1", port, OPEN_TIMEOUT)
+
+    async def send(self, index: int, total: int) -> None:
+        stream = self.peers[index].stream
+        assert stream is not None
+        chunk = bytes(WRITE_CHUNK)
+        while total > 0:
+            await stream.write(chunk[:total])
+            total -= min(total, WRITE_CHUNK)
+
+    async def close(self) -> None:
+        for peer in self.peers.values():
+            if peer.server is not None:
+                await peer.server.close()
+            await peer.driver.close()
+
+
+async def _worker_async(conn: multiprocessing.connection.Connection) -> None:
+    worker = _Worker()
+    while True:
+        method, args = await asyncio.to_thread(conn.recv)
+        if method == "quit":
+            await worker.close()
+            conn.send(("ok", None))
+            return
+        try:
+            result = await getattr(worker, method)(*args)
+        except Exception as exc:  # reported to the parent, which fails the run
+            conn.send(("error", f"{method}: {type(exc).__name__}: {exc}"))
+        else:
+            conn.send(("ok", result))
+
+
+def worker_main(conn: multiprocessing.connection.Connection) -> None:
+    asyncio.run(_worker_async(conn))
+
+
+class _Remote:
+    """The parent's handle on a worker: blocking calls over a pipe."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker_main, args=(child,), daemon=True)
+        self.proc.start()
+
+    def call(self, method: str, *args: Any) -> Any:
+        self.conn.send((method, args))
+        if not self.conn.poll(120):
+            raise TimeoutError(f"worker did not answer {method}")
+        status, result = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(result)
+        return result
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("quit")
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+
+
+class _Sink:
+    """TCP sink on 127.0.0.1 (a thread): counts bytes and says when ``target`` arrived."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.done = threading.Event()
+        self.received = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.sock.accept()
+            with conn:
+                while data := conn.recv(1 << 18):
+                    self.received += len(data)
+                    if self.received >= self.target:
+                        self.done.set()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def circuit_transfer(ctx: Any, transport: str, total: int, separate: bool) -> float:
+    """Build a 3-hop circuit over ``transport`` links, send ``total`` bytes; returns MB/s."""
+    n_workers = HOP_PEERS if separate and transport != "direct" else 1
+    workers = [_Remote(ctx) for _ in range(n_workers)]
+    at = [workers[i % n_workers] for i in range(HOP_PEERS)]
+    sink = _Sink(total)
+    try:
+        hops = [at[i].call("create", i, i == HOP_PEERS - 1) for i in range(HOP_PEERS)]
+        for i in range(HOP_PEERS - 1):
+            j = i + 1
+            if transport == "webrtc":
+                offer = at[i].call("offer", i)
+                answer = at[j].call("accept", j, i, offer)
+                at[i].call("complete", i, j, answer)
+            elif transport == "tls":
+                token = os.urandom(32)
+                port = at[j].call("serve_tls", j, i, token)
+                at[i].call("connect_tls", i, j, port, token)
+            else:
+                at[i].call("memory", i, j)
+            at[i].call("linked", i, j)
+            at[j].call("linked", j, i)
+        at[0].call("open_stream", 0, hops[1:], sink.port)
+        start = time.perf_counter()
+        at[0].call("send", 0, total)
+        if not sink.done.wait(120):
+            raise TimeoutError(f"the sink got {sink.received} of {total} bytes")
+        return total / (time.perf_counter() - start) / 1e6
+    finally:
+        sink.close()
+        for w in workers:
+            w.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitResults:
+    peers_in: str
+    bytes_per_transfer: int
+    webrtc_mbps: float
+    tls_mbps: float
+    direct_mbps: float
+    #: each figure over the raw aiortc 16 KiB reference of the same run
+    webrtc_ratio: float
+    tls_ratio: float
+    direct_ratio: float
+
+
+def run_circuits(quick: bool, inprocess: bool, raw_mbps: float) -> CircuitResults:
+    total = 5_000_000 if quick else 20_000_000
+    ctx = multiprocessing.get_context("spawn")
+    figures = {t: circuit_transfer(ctx, t, total, not inprocess) for t in TRANSPORTS}
+    return CircuitResults(
+        peers_in="one process" if inprocess else "one process per peer (direct: one process)",
+        bytes_per_transfer=total,
+        webrtc_mbps=figures["webrtc"],
+        tls_mbps=figures["tls"],
+        direct_mbps=figures["direct"],
+        webrtc_ratio=figures["webrtc"] / raw_mbps,
+        tls_ratio=figures["tls"] / raw_mbps,
+        direct_ratio=figures["direct"] / raw_mbps,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.links", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small runs, under 60 s")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--inprocess", action="store_true", help="both ends in one event loop")
+    parser.add_argument("--inprocess", action="store_true", help="both ends (all peers) in one event loop")
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.quick, args.inprocess))
+    circuits = run_circuits(args.quick, args.inprocess, results.raw_16k_mbps)
     if args.json:
-        print(json.dumps(asdict(results), indent=2))
+        print(json.dumps({**asdict(results), "three_hop": asdict(circuits)}, indent=2))
         return 0
     print(
         f"WebRTC links on loopback ({results.mode}), aiortc data channel, median of {results.rounds} rounds"
@@ -252,6 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     for i, (raw, cell, packed) in enumerate(results.per_round_mbps):
         print(f"    round {i + 1}: raw {raw:6.2f}   514 B {cell:6.2f}   packed {packed:6.2f} MB/s")
+    print(
+        f"3-hop circuit, one stream OP -> exit -> TCP sink, {circuits.bytes_per_transfer / 1e6:.0f} MB one way "
+        f"({circuits.peers_in})"
+    )
+    for name, mbps, ratio in (
+        ("WebRTC links", circuits.webrtc_mbps, circuits.webrtc_ratio),
+        ("TLS links", circuits.tls_mbps, circuits.tls_ratio),
+        ("direct (memory links)", circuits.direct_mbps, circuits.direct_ratio),
+    ):
+        print(f"  {name:<30}  {mbps:6.2f} MB/s   ratio to raw aiortc {ratio:5.2f}")
     return 0
 
 

@@ -44,6 +44,8 @@ STALL_AFTER = 8.0  # seconds without data before a query is abandoned
 SLOW_FACTOR = 0.3  # a circuit slower than this fraction of the best is replaced
 MIN_AGE_FOR_SLOW = 4.0
 STORE_BATCH = 16
+NO_CIRCUIT_GIVE_UP = 30.0  # seconds with no working circuit before the download fails
+RETIRE_COOLDOWN = 10.0  # seconds before a download goes back to an ORDB whose circuit it retired
 
 
 class DownloadError(PeerError):
@@ -138,6 +140,7 @@ class Download:
         self.circuits: dict[int, FetchCircuit] = {}
         self.queries: dict[Stream, Query] = {}
         self.used_ordbs: set[bytes] = set()
+        self.cooldown: dict[bytes, float] = {}  # ORDBs whose circuit was retired: not before this time
         self.manifest: Manifest | None = None
         self.missing: set[int] = set()
         self.inflight: dict[int, int] = {}  # piece -> number of queries asking for it
@@ -147,6 +150,7 @@ class Download:
         self._manifest_fut: asyncio.Future[bytes] | None = None
         self._started = clock()
         self._quarter = 0
+        self._no_circuit_since: float | None = None
         self.listeners: list[Callable[[Progress], None]] = []
 
     # ---- the main loop ---------------------------------------------------------------------------
@@ -219,17 +223,16 @@ class Download:
         need = want - len(live)
         if need <= 0:
             return
-        results = await asyncio.gather(*(self._build(set(self.used_ordbs)) for _ in range(need)),
-                                       return_exceptions=True)
-        errors = []
-        for r in results:
-            if isinstance(r, BaseException):
-                errors.append(str(r))
-                continue
-            circ, ordb = r
-            if ordb in self.used_ordbs:  # two builders raced to one ORDB: keep one circuit per ORDB
-                self.node.destroy_circuit(circ)
-                continue
+        errors: list[str] = []
+        now = self.clock()
+        for _ in range(need):  # one at a time, so that each circuit goes to a different ORDB
+            busy = {c.ordb for c in self.circuits.values() if not c.retired and c.circ in self.node.circuits}
+            cooling = {o for o, until in self.cooldown.items() if until > now}
+            try:
+                circ, ordb = await self._build(busy | cooling)
+            except PeerError as exc:
+                errors.append(str(exc))
+                break
             self.used_ordbs.add(ordb)
             self.circuits[circ] = FetchCircuit(circ, ordb, self.clock())
         live = [c for c in self.circuits.values() if not c.retired and c.circ in self.node.circuits]
@@ -245,6 +248,7 @@ class Download:
         if fc.retired:
             return
         fc.retired = True
+        self.cooldown[fc.ordb] = self.clock() + RETIRE_COOLDOWN
         self.progress.replaced += 1
         log.debug("replacing a circuit: %s", why)
         for q in list(fc.queries.values()):
@@ -278,7 +282,12 @@ class Download:
         except PeerError as exc:
             log.debug("no replacement circuit: %s", exc)
         if not any(not c.retired for c in self.circuits.values()):
-            raise DownloadError("interrupted: every circuit to an ORDB failed and none could be rebuilt")
+            if self._no_circuit_since is None:
+                self._no_circuit_since = now
+            elif now - self._no_circuit_since > NO_CIRCUIT_GIVE_UP:
+                raise DownloadError("interrupted: every circuit to an ORDB failed and none could be rebuilt")
+        else:
+            self._no_circuit_since = None
         elapsed = max(now - self._started, 1e-6)
         self.progress.rate = self.progress.bytes_verified / elapsed
         self._notify()

@@ -61,6 +61,9 @@ class LinkManagerConfig:
     connect_timeout: float = 20.0
     maintain_interval: float = 2.0
     rotate_interval: float = 600.0  # replace one random non-guard link this often
+    full_backoff: float = 5.0  # do not ask a peer that is full again for this long
+    failure_backoff: float = 30.0
+    max_ordb_links: int = 16
 
 
 class LinkManager:
@@ -81,12 +84,16 @@ class LinkManager:
         self.rng = rng or random.Random()
         self.wall = wall_clock
         self.neighbours: dict[bytes, Neighbour] = {}
+        self.ordb_links: dict[bytes, Neighbour] = {}  # ORDB-to-ORDB links: outside K, not neighbours
         self.by_chan: dict[int, bytes] = {}
         self.guards: set[bytes] = set()
         self._pending_answers: dict[bytes, asyncio.Future[bytes]] = {}
         self._connecting: set[bytes] = set()
         self._accepting: set[bytes] = set()
         self.refused: list[str] = []  # recent refusal reasons, for status
+        self.backoff: dict[bytes, float] = {}  # peers not to ask again before a time
+        #: called when an offer arrives while we are full: drop a redundant link for it? (runtime)
+        self.make_room: Callable[[bytes], bool] | None = None
         self.on_change: Callable[[], Awaitable[None] | None] | None = None
 
     # ---- bookkeeping -------------------------------------------------------------------------
@@ -97,11 +104,27 @@ class LinkManager:
     def neighbour_ids(self) -> list[bytes]:
         return list(self.neighbours)
 
-    def chan_of(self, node_id: bytes) -> int | None:
-        n = self.neighbours.get(node_id)
+    def chan_of(self, node_id: bytes, *, ordb: bool = False) -> int | None:
+        n = self.neighbours.get(node_id) or (self.ordb_links.get(node_id) if ordb else None)
         return n.chan if n is not None else None
 
+    def drop(self, node_id: bytes, why: str) -> None:
+        n = self.neighbours.pop(node_id, None)
+        if n is not None:
+            self.by_chan.pop(n.chan, None)
+            self.driver.node.close_channel(n.chan, why)
+            self.driver._kick()
+            self._changed()
+
+    def may_try(self, node_id: bytes) -> bool:
+        return self.backoff.get(node_id, 0.0) <= self.wall() and node_id not in self._connecting
+
     def channel_closed(self, chan: int) -> None:
+        nid = self.by_chan.get(chan)
+        if nid is not None and (o := self.ordb_links.get(nid)) is not None and o.chan == chan:
+            del self.ordb_links[nid]
+            del self.by_chan[chan]
+            return
         nid = self.by_chan.pop(chan, None)
         if nid is not None and (n := self.neighbours.get(nid)) is not None and n.chan == chan:
             del self.neighbours[nid]
@@ -118,8 +141,11 @@ class LinkManager:
         log.warning("link refused: %s", reason)
 
     # ---- outbound ----------------------------------------------------------------------------
-    async def connect(self, record: PeerRecord, via: Signaller) -> Neighbour:
-        """Open a WebRTC link to ``record``'s peer, signalling through ``via``."""
+    async def connect(self, record: PeerRecord, via: Signaller, *, purpose: int = 0) -> Neighbour:
+        """Open a WebRTC link to ``record``'s peer, signalling through ``via``.
+
+        ``purpose`` 0 is a neighbour link (counted in K, listed in our record); 1 is an
+        ORDB-to-ORDB link (DESIGN §6: the exception; it carries no end user's identity)."""
         target = record.node_id
         if target in self.neighbours:
             return self.neighbours[target]
@@ -133,7 +159,8 @@ class LinkManager:
             self._pending_answers[target] = fut
             # the offer carries our seal key, so the answer can be sealed back to us
             blob = seal(self.keys.identity, record.seal_key, SealKind.OFFER,
-                        self.keys.seal.public + offer.encode(), now=self.wall(), randbytes=self.rng.randbytes)
+                        bytes([purpose]) + self.keys.seal.public + offer.encode(),
+                        now=self.wall(), randbytes=self.rng.randbytes)
             await via.introduce(target, blob)
             answer_blob = await asyncio.wait_for(fut, self.config.connect_timeout)
             if not answer_blob:
@@ -141,11 +168,15 @@ class LinkManager:
             opened = open_sealed(self.keys.seal, answer_blob, now=self.wall())
             if opened.sender_node_id != target or opened.kind != SealKind.ANSWER:
                 raise LinkRefused("the answer was not sealed by the peer we asked")
+            if not opened.payload:
+                self.backoff[target] = self.wall() + self.config.full_backoff
+                raise LinkRefused("the peer holds its maximum of links")
             link = await pending.complete(opened.payload.decode("ascii"), self.config.connect_timeout)
             pending = None
-            return await self._adopt(link, target, initiator=True)
+            return await self._adopt(link, target, initiator=True, ordb=purpose == 1)
         except (TimeoutError, SealError, WireError, HandshakeError, TransportError, UnicodeDecodeError) as exc:
             reason = f"link to a peer failed: {type(exc).__name__}: {exc}"
+            self.backoff[target] = self.wall() + self.config.failure_backoff
             self._refuse(reason)
             raise LinkRefused(reason) from exc
         finally:
@@ -179,13 +210,31 @@ class LinkManager:
             return
         if source in self._connecting and self.keys.node_id < source:
             return  # glare: our own outbound link wins (lower NodeID)
-        if self.count >= self.config.max_links and source not in self.guards:
-            self._refuse("an offer while we hold our maximum of links")
-            return
-        if len(opened.payload) < 33:
+        if len(opened.payload) < 34 or opened.payload[0] not in (0, 1):
             self._refuse("a malformed offer")
             return
-        their_seal, sdp = opened.payload[:32], opened.payload[32:]
+        purpose, their_seal, sdp = opened.payload[0], opened.payload[1:33], opened.payload[33:]
+        full = (
+            len(self.ordb_links) >= self.config.max_ordb_links
+            if purpose == 1
+            else self.count >= self.config.max_links
+        )
+        if full and purpose == 1:
+            with contextlib.suppress(PeerError, ValueError):
+                await via.introduce(source, seal(self.keys.identity, their_seal, SealKind.ANSWER, b"",
+                                                 now=self.wall(), randbytes=self.rng.randbytes))
+            return
+        if (
+            purpose == 0
+            and self.count >= self.config.max_links
+            and source not in self.guards
+            and not (self.make_room is not None and self.make_room(source))
+        ):
+            # say so at once (a sealed empty answer) rather than let the other side time out
+            with contextlib.suppress(PeerError, ValueError):
+                await via.introduce(source, seal(self.keys.identity, their_seal, SealKind.ANSWER, b"",
+                                                 now=self.wall(), randbytes=self.rng.randbytes))
+            return
         self._accepting.add(source)
         try:
             link, answer = await accept_offer(sdp.decode("ascii"), self.webrtc)
@@ -193,14 +242,14 @@ class LinkManager:
                          answer.encode(), now=self.wall(), randbytes=self.rng.randbytes)
             await via.introduce(source, reply)
             await link.wait_open(self.config.connect_timeout)
-            await self._adopt(link, source, initiator=False)
+            await self._adopt(link, source, initiator=False, ordb=purpose == 1)
         except (TimeoutError, PeerError, UnicodeDecodeError) as exc:
             self._refuse(f"an inbound link failed: {type(exc).__name__}: {exc}")
         finally:
             self._accepting.discard(source)
 
     # ---- both ---------------------------------------------------------------------------------
-    async def _adopt(self, link: Link, node_id: bytes, *, initiator: bool) -> Neighbour:
+    async def _adopt(self, link: Link, node_id: bytes, *, initiator: bool, ordb: bool = False) -> Neighbour:
         chan = self.driver.add_link(link, peer_handshake(self.keys, link, self.wall), liveness=self.config.liveness)
         try:
             info = await self.driver.wait_open(chan, self.config.connect_timeout)
@@ -212,6 +261,12 @@ class LinkManager:
         if info.node_id != node_id:
             self.driver.node.close_channel(chan, "wrong peer")
             raise LinkRefused("the link handshake proved another identity than the one we signalled")
+        if ordb:
+            n = Neighbour(node_id, chan, link, initiator, self.wall())
+            self.ordb_links[node_id] = n
+            self.by_chan[chan] = node_id
+            self.driver._kick()
+            return n
         old = self.neighbours.get(node_id)
         if old is not None:
             # glare: keep the link opened by the lower NodeID
@@ -231,8 +286,9 @@ class LinkManager:
         return n
 
     async def close(self) -> None:
-        for n in list(self.neighbours.values()):
+        for n in [*self.neighbours.values(), *self.ordb_links.values()]:
             self.driver.node.close_channel(n.chan, "shutting down")
             with contextlib.suppress(Exception):
                 await n.link.close()
         self.neighbours.clear()
+        self.ordb_links.clear()

@@ -98,6 +98,7 @@ class OrdbService:
         self.published: set[bytes] = set()
         self.stats = {"queries": 0, "answered": 0, "forwarded": 0, "unavailable": 0, "bad_piece_drops": 0}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.last_forward_error = ""
 
     # ---- dispatch ----------------------------------------------------------------------------
     def owns(self, stream: Stream) -> bool:
@@ -220,8 +221,11 @@ class OrdbService:
         q.tried.append(Holder((0, 0), 0, ()))  # marks "forwarding attempted"
         try:
             providers = await self._find_providers(q.msg.hash_name)
-        except (PeerError, OSError):
+        except (PeerError, OSError) as exc:
+            self.last_forward_error = f"provider lookup failed: {exc}"
             providers = []
+        if not providers:
+            self.last_forward_error = "no provider record for the hash_name in the DHT"
         self.rng.shuffle(providers)
         fwd = DbQuery(q.msg.hash_name, q.msg.first, q.msg.count, q.msg.counter + 1)
         for prov in providers[:3]:
@@ -229,7 +233,8 @@ class OrdbService:
                 return  # the requester went away meanwhile
             try:
                 source = await self._forward(prov, fwd.encode())
-            except (PeerError, OSError, TimeoutError):
+            except (PeerError, OSError, TimeoutError) as exc:
+                self.last_forward_error = f"forwarding failed: {type(exc).__name__}: {exc}"
                 continue
             if source is not None:
                 self.stats["forwarded"] += 1
@@ -371,4 +376,5 @@ class OrdbService:
 
     def status(self) -> dict[str, object]:
         return {"hash_names": len(self.holders), "open_queries": len(self.queries), **self.stats,
+                "last_forward_error": self.last_forward_error,
                 "at": round(time.time())}

@@ -72,6 +72,7 @@ class PeerConfig:
     announce_delay: tuple[float, float] = (0.2, 2.0)
     corrupt_pieces: bool = False  # test only: a lying holder
     download_circuits: int = 5
+    rewire_every: float = 5.0  # seconds between attempts to replace a redundant link
 
 
 class _BridgeSignaller:
@@ -122,6 +123,8 @@ class Peer:
             rng=self.rng,
         )
         self.links.on_change = self._links_changed
+        self.links.make_room = self._make_room
+        self._last_rewire = 0.0
         self.dht = DhtNode()
         self.bridges: dict[str, BridgeClient] = {}
         self.socks: SocksServer | None = None
@@ -225,6 +228,7 @@ class Peer:
 
     def _links_changed(self) -> None:
         self._record_dirty.set()
+        self._choose_guards()
 
     async def _republisher(self) -> None:
         while True:
@@ -271,15 +275,24 @@ class Peer:
             self.guards = [bytes.fromhex(h) for h in json.loads(path.read_text())["guards"]]
 
     def _choose_guards(self) -> None:
-        stable = [r.node_id for r in self.view.all() if r.stable]
-        changed = False
-        self.guards = [g for g in self.guards if g in stable or self.view.get(g) is None]
-        while len(self.guards) < N_GUARDS:
-            cands = [n for n in stable if n not in self.guards]
-            if not cands:
+        """Keep N_GUARDS stable peers as guards: the ones we hold links to first (a guard we cannot
+        link to is no first hop, and it would shrink the eligible ORDBs); unlinked ones only fill
+        in, and the link manager keeps trying to reach them."""
+        stable = {r.node_id for r in self.view.all() if r.stable}
+        linked = [n for n in self.links.neighbour_ids() if n in stable]
+        new = [g for g in self.guards if g in linked]
+        for n in linked:
+            if len(new) >= N_GUARDS:
                 break
-            self.guards.append(self.rng.choice(cands))
-            changed = True
+            if n not in new:
+                new.append(n)
+        for g in [*self.guards, *sorted(stable)]:
+            if len(new) >= N_GUARDS:
+                break
+            if g not in new and g in stable:
+                new.append(g)
+        changed = new != self.guards
+        self.guards = new
         self.links.guards = set(self.guards)
         if changed:
             data = json.dumps({"guards": [g.hex() for g in self.guards]}).encode()
@@ -294,9 +307,19 @@ class Peer:
                 last_refresh = time.monotonic()
                 await self._refresh_view()
             want = [g for g in self.guards if g not in self.links.neighbours]
-            others = [r.node_id for r in self.view.all() if r.node_id not in self.links.neighbours]
-            self.rng.shuffle(others)
+            recs = [r for r in self.view.all() if r.node_id not in self.links.neighbours]
+            self.rng.shuffle(recs)
+            # Grow outward: peers our neighbours are not already linked to first (no triangles, so
+            # small networks do not split into cliques), then peers with spare capacity.
+            near = {n for nb in self.links.neighbour_ids() if (r := self.view.get(nb)) is not None
+                    for n in r.neighbours}
+            recs.sort(key=lambda r: (r.node_id in near, len(r.neighbours)))
+            others = [r.node_id for r in recs]
+            if self.links.count >= self.config.max_links:
+                await self._rewire()
             for nid in [*want, *others]:
+                if not self.links.may_try(nid):
+                    continue
                 if self.links.count >= self.config.max_links:
                     break
                 rec = self.view.get(nid)
@@ -307,6 +330,58 @@ class Peer:
                     continue
                 with contextlib.suppress(LinkRefused):
                     await self.links.connect(rec, via)
+
+    # ---- rewiring: keep the link graph an expander, not a set of cliques --------------------------
+    def _near(self) -> set[bytes]:
+        """Peers within two links of us (our neighbours' neighbours, as their records say)."""
+        return {n for nb in self.links.neighbour_ids() if (r := self.view.get(nb)) is not None
+                for n in r.neighbours}
+
+    def _redundant_neighbour(self) -> bytes | None:
+        """A non-guard neighbour also linked to another of our neighbours (a triangle edge)."""
+        nbs = self.links.neighbour_ids()
+        for n in self.rng.sample(nbs, len(nbs)):
+            if n in self.guards:
+                continue
+            for m in nbs:
+                rec = self.view.get(m)
+                if m != n and rec is not None and n in rec.neighbours:
+                    return n
+        return None
+
+    def _make_room(self, source: bytes) -> bool:
+        """A full peer gets an offer: swap a redundant link for one to a peer outside our reach."""
+        if source in self._near():
+            return False
+        victim = self._redundant_neighbour()
+        if victim is None:
+            return False
+        self.links.drop(victim, "rewiring: a redundant link gives way to a distant peer")
+        return True
+
+    async def _rewire(self) -> None:
+        now = time.monotonic()
+        if now - self._last_rewire < self.config.rewire_every:
+            return
+        self._last_rewire = now
+        victim = self._redundant_neighbour()
+        if victim is None:
+            return
+        near = self._near()
+        far = [r for r in self.view.all()
+               if r.node_id not in self.links.neighbours and r.node_id not in near and self.links.may_try(r.node_id)]
+        if not far:
+            return
+        rec = self.rng.choice(far)
+        via = self._signaller_for(rec)
+        if via is None:
+            return
+        try:
+            await self.links.connect(rec, via)
+        except LinkRefused:
+            return
+        if victim in self.links.neighbours and self.links.count > self.config.max_links:
+            self.links.drop(victim, "rewiring: a redundant link gives way to a distant peer")
 
     def _signaller_for(self, rec: PeerRecord) -> _BridgeSignaller | _NeighbourSignaller | None:
         for n in getattr(rec, "neighbours", ()):  # an introducer we are linked to, so bridges see less
@@ -421,9 +496,12 @@ class Peer:
                               neighbours=self.links.neighbour_ids(), exclude=exclude or set())
 
     async def build_ordb_circuit(self, exclude: set[bytes]) -> tuple[int, bytes]:
-        """A circuit of 2 hops then an ORDB chosen uniformly among the eligible ones."""
-        last: Exception | None = None
-        for attempt in range(2):
+        """A circuit of 2 hops then an ORDB chosen uniformly among the eligible ones we can reach.
+
+        Neighbour lists in records lag behind links that move: when an extension fails, the view
+        is refreshed and the choice made again."""
+        errors: list[str] = []
+        for attempt in range(3):
             cands = self.eligible_ordbs(exclude)
             self.rng.shuffle(cands)
             linked_guards = [g for g in self.guards if g in self.links.neighbours]
@@ -433,7 +511,7 @@ class Peer:
                                           first_hops=linked_guards, rng=self.rng,
                                           subnet_rule=self.config.subnet_rule)
                 except PathError as exc:
-                    last = exc
+                    errors.append(str(exc))
                     continue
                 chan = self.links.chan_of(path[0].node_id)
                 if chan is None:
@@ -441,15 +519,16 @@ class Peer:
                 try:
                     circ = await self.driver.build_circuit(chan, [self.hop_of(r) for r in path], timeout=20)
                 except CircuitError as exc:
-                    last = exc
+                    errors.append(str(exc))
                     continue
                 self._paths[circ] = [r.node_id for r in path]
                 return circ, target.node_id
-            if attempt == 0:
-                await self._refresh_view()
-        if last is None:
-            raise PathError("no eligible ORDB (rule: never our own, our guards or our neighbours)")
-        raise PathError(f"no circuit to an eligible ORDB: {last}")
+            if not cands:
+                errors.append("no eligible ORDB (rule: never our own, our guards or our neighbours)")
+            await self._refresh_view()
+            if attempt:
+                await asyncio.sleep(0.5)
+        raise PathError(f"no circuit to an eligible ORDB: {errors[-1] if errors else 'no candidates'}")
 
     async def _publish_provider(self, hash_name: bytes) -> None:
         host, port = self.dht.address
@@ -465,13 +544,13 @@ class Peer:
     async def _forward_query(self, prov: object, body: bytes) -> tuple[int, int] | None:
         """ORDB to ORDB (DESIGN §6): link to the ORDB found in the DHT, 1-hop circuit, forward."""
         assert isinstance(prov, ProviderRecord)
-        chan = self.links.chan_of(prov.node_id)
+        chan = self.links.chan_of(prov.node_id, ordb=True)
         if chan is None:
             via = self._signaller_for(prov)  # type: ignore[arg-type]
             if via is None:
                 return None
-            await self.links.connect(prov, via)  # type: ignore[arg-type]
-            chan = self.links.chan_of(prov.node_id)
+            await self.links.connect(prov, via, purpose=1)  # type: ignore[arg-type]
+            chan = self.links.chan_of(prov.node_id, ordb=True)
             if chan is None:
                 return None
         hop = HopSpec(prov.node_id, prov.ntor_key,

@@ -91,7 +91,7 @@ def launch_testnet(spec: NetSpec) -> dict[str, Any]:
                           "node_id": info["node_id"], "socks": info["socks"], "exit": i >= spec.peers - spec.exits})
         state["peers"] = peers
         _write(d, state)
-        wait_ready(d, spec.ready_timeout, spec.min_links)
+        wait_ready(d, spec.ready_timeout, max(spec.min_links, spec.links - 1))
         return state
     except BaseException:
         _write(d, state)
@@ -113,28 +113,44 @@ def load(d: Path) -> dict[str, Any]:
 
 
 def wait_ready(d: Path, timeout: float, min_links: int = 1) -> None:
-    """Wait until every peer has links and knows its neighbours' records."""
+    """Wait until every peer has ``min_links`` links and knows others, and the link graph is connected."""
     state = load(d)
+    peers = list(state["peers"])
     deadline = time.monotonic() + timeout
-    pending = list(state["peers"])
     last = ""
-    while pending and time.monotonic() < deadline:
-        still = []
-        for p in pending:
+    while time.monotonic() < deadline:
+        graph: dict[str, list[str]] = {}
+        ok = True
+        for p in peers:
             try:
                 st = ApiClient.from_data_dir(Path(p["data_dir"]), timeout=5).get("/api/status")
             except PeerError as exc:
-                last = str(exc)
-                still.append(p)
-                continue
-            if len(st.get("links") or []) < min_links or not st.get("known_peers"):
-                still.append(p)
-                last = f"{p['name']}: {len(st.get('links') or [])} links, {st.get('known_peers')} known peers"
-        pending = still
-        if pending:
-            time.sleep(0.5)
-    if pending:
-        raise UsageError(f"the testnet was not ready within {timeout:.0f} s ({last})")
+                last, ok = str(exc), False
+                break
+            links = [ln["peer"] for ln in st.get("links") or []]
+            graph[str(st.get("node_id", ""))[:16]] = links
+            if len(links) < min_links or not st.get("known_peers"):
+                last, ok = f"{p['name']}: {len(links)} links, {st.get('known_peers')} known peers", False
+        if ok and _connected(graph):
+            return
+        if ok:
+            last = "the link graph is not connected yet"
+        time.sleep(0.5)
+    raise UsageError(f"the testnet was not ready within {timeout:.0f} s ({last})")
+
+
+def _connected(graph: dict[str, list[str]]) -> bool:
+    if not graph:
+        return False
+    start = next(iter(graph))
+    seen = {start}
+    todo = [start]
+    while todo:
+        for n in graph.get(todo.pop(), []):
+            if n in graph and n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return len(seen) == len(graph)
 
 
 def _ours(pid: int, marker: str) -> bool:

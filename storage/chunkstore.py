@@ -23,7 +23,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,8 +77,8 @@ def _mapped(exc: sqlite3.Error) -> StorageError:
 class _Share:
     id: int
     manifest: Manifest
-    key: bytes | None
-    cipher: PieceCipher | None = None
+    key: bytes | None = field(repr=False)
+    cipher: PieceCipher | None = field(default=None, repr=False)
 
     def piece_cipher(self, key: bytes | None) -> PieceCipher | None:
         """The cipher for this share's pieces, or None for a plain share; KeyRequired if unknown."""
@@ -130,7 +130,10 @@ class ChunkStore:
         p = Path(path)
         fresh = not p.exists() or p.stat().st_size == 0
         if fresh:
-            os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+            try:
+                os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise StorageError(f"cannot create the store: {exc.strerror}") from exc
         try:
             w = await aiosqlite.connect(p, isolation_level=None)
         except sqlite3.Error as exc:

@@ -47,9 +47,16 @@ def test_provider_roundtrip(route: Route, expiry: int, sig: bytes) -> None:
     assert data[0] == 1 and data[1] == 1
 
 
-@given(routes, st.lists(st.binary(min_size=20, max_size=20), max_size=8, unique=True), st.booleans(), st.booleans())
+@given(
+    routes,
+    st.lists(st.binary(min_size=20, max_size=20), max_size=8, unique=True),
+    st.booleans(),
+    st.booleans(),
+)
 def test_peer_roundtrip(route: Route, neighbours: list[bytes], stable: bool, exit_: bool) -> None:
-    rec = PeerRecord(ALICE.public, bytes(32), bytes(32), route, tuple(neighbours), stable, 5, bytes(64), exit_)
+    rec = PeerRecord(
+        ALICE.public, bytes(32), bytes(32), route, tuple(neighbours), stable, 5, bytes(64), exit_
+    )
     assert decode_record(rec.encode()) == rec
 
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,18 +129,18 @@ def spawn(procs: list[subprocess.Popen[bytes]], args: list[str], log: Path) -> s
     return p
 
 
-def wait_links(data: Path, want: int, timeout: float) -> dict[str, object]:
+def wait_links(data: Path, want: int, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    st: dict[str, object] = {}
+    st: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
             st = ApiClient.from_data_dir(data, timeout=5).get("/api/status")
         except PeerError:
             st = {}
-        if len(st.get("links") or []) >= want:  # type: ignore[arg-type]
+        if len(st.get("links") or []) >= want:
             return st
         time.sleep(0.5)
-    raise AssertionError(f"the peer holds {len(st.get('links') or [])} links, not {want}: {st}")  # type: ignore[arg-type]
+    raise AssertionError(f"the peer holds {len(st.get('links') or [])} links, not {want}: {st}")
 
 
 def test_peer_with_50_links_stays_under_120_mib(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -185,12 +186,16 @@ def test_peer_with_50_links_stays_under_120_mib(tmp_path: Path, procs: list[subp
         tmp_path / "put.log",
     )
     put_id = json.loads(first_line(put, "the peer under test", 60))["node_id"]
+    base = rss(put.pid)  # up, no link yet (link maintenance starts a second later)
     st = wait_links(data, LINKS, 120)
-    linked = {str(n["peer"]) for n in st["links"]}  # type: ignore[union-attr]
+    linked = {str(n["peer"]) for n in st["links"]}
     assert linked == {i[:16] for ids in node_ids for i in ids}  # exactly the 50 hosted identities
     time.sleep(3.0)  # idle after the handshakes
     idle = rss(put.pid)
-    print(f"\npeer with {LINKS} idle WebRTC links: VmRSS {idle / MIB:.1f} MiB (limit {RSS_LIMIT / MIB:.0f})")
+    print(
+        f"\npeer with {LINKS} idle WebRTC links: VmRSS {idle / MIB:.1f} MiB (limit {RSS_LIMIT / MIB:.0f}); "
+        f"{base / MIB:.1f} MiB before any link, {(idle - base) / LINKS / 1024:.0f} KiB per idle link"
+    )
     assert idle <= RSS_LIMIT
 
     # under load: hosted peers of process 0 push streams through the peer to exits of process 1
@@ -357,9 +362,16 @@ async def test_a_neighbour_that_stops_reading_cannot_grow_our_memory() -> None:
 
         pusher = asyncio.get_running_loop().create_task(push())
 
+        origin = op.node.circuits[circ]
+        assert isinstance(origin, OriginCircuit)
+        op_stream = origin.hops[-1].streams[stream.stream_id]
+
         def queued() -> tuple[int, int, int]:
-            """Bytes waiting at the OP (for the relay) and at the relay (for the exit), and accepted."""
-            at_op = op.node.channels[c_op].pending_bytes + link_op.stats().send_buffered
+            """Bytes held at the OP (stream buffer, channel, WebRTC send buffer), at the relay
+            (channel and send buffer toward the exit), and accepted from the writer."""
+            at_op = (
+                len(op_stream.sendbuf) + op.node.channels[c_op].pending_bytes + link_op.stats().send_buffered
+            )
             at_relay = relay.node.channels[c_relay_out].pending_bytes + link_relay.stats().send_buffered
             return at_op, at_relay, accepted[0]
 
@@ -381,10 +393,7 @@ async def test_a_neighbour_that_stops_reading_cannot_grow_our_memory() -> None:
         )
         assert total == samples[-1][2]
         assert (at_op, at_relay) <= (max(s[0] for s in samples), max(s[1] for s in samples))
-        origin = op.node.circuits[circ]
-        assert isinstance(origin, OriginCircuit)
-        window = origin.hops[-1].streams[stream.stream_id].package_window
-        assert window == 0  # the SENDME window stopped the sender
+        assert op_stream.package_window == 0  # the SENDME window stopped the sender
         # what the OP took in and did not deliver is bounded by the stream window plus its
         # send buffer (SEND_HIGH_WATER) and one write: it does not grow with time
         bound = STREAMWINDOW_START * RELAY_PAYLOAD + SEND_HIGH_WATER + 64 * 1024
