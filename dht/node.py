@@ -88,7 +88,7 @@ class DhtConfig:
     alpha: int = 3
     bucket_prefix_limit: int = 2  # contacts per /16 in a bucket; 0 = off (tests on one address)
     timeout_initial: float = 0.5
-    timeout_min: float = 0.25
+    timeout_min: float = 0.5
     timeout_max: float = 2.0
     stall_min: float = 0.005  # a query slower than max(this, SRTT + 4 RTTVAR) frees its lookup slot
     max_failures: int = 2  # consecutive timeouts before a contact is evicted
@@ -472,19 +472,21 @@ class DhtNode:
         no DHT node learns which peer the walker is interested in.
         """
         found: dict[bytes, PeerRecord] = {}
+        target = [random_id(self._rng)]
 
         async def on_reply(contact: Contact, reply: Reply) -> bool:
-            if isinstance(reply.body, Values):
-                for rec in self._valid(reply.body.records, None):
+            if isinstance(reply.body, Values) and reply.body.records:
+                raw = await self._pages(contact, reply.body, lambda o: Sample(target[0], o))
+                for rec in self._valid(raw, None):
                     if isinstance(rec, PeerRecord) and rec.node_id != self.node_id:
                         found.setdefault(rec.node_id, rec)
             return len(found) >= n
 
         for _ in range(max(3, n // 4 + 2)):
-            body = Sample(random_id(self._rng))
-            await self._drive(body.target, body, on_reply)
+            await self._drive(target[0], Sample(target[0]), on_reply)
             if len(found) >= n:
                 break
+            target[0] = random_id(self._rng)
         return list(found.values())[:n]
 
     # -- publishing --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class RttEstimator:
     initial: float = 0.5
-    minimum: float = 0.25
+    minimum: float = 0.5
     maximum: float = 2.0
     stall_minimum: float = 0.005
     srtt: float | None = None

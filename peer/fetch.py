@@ -122,6 +122,7 @@ class Download:
         on_quarter: Callable[[bytes], None] | None = None,
         want_circuits: int = 5,
         min_circuits: int = 2,
+        find_timeout: float = 30.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -135,6 +136,7 @@ class Download:
         self._on_quarter = on_quarter
         self.want = want_circuits
         self.min = min_circuits
+        self.find_timeout = find_timeout
         self.rng = rng or random.Random()
         self.clock = clock
         self.circuits: dict[int, FetchCircuit] = {}
@@ -157,7 +159,7 @@ class Download:
     async def run(self) -> Progress:
         try:
             await self._run()
-            self.progress.state = "complete"
+            self.progress.state = "verified"  # every piece stored and verified; the runtime exports next
         except asyncio.CancelledError:
             self.progress.state = "paused"
             raise
@@ -175,7 +177,17 @@ class Download:
             self.manifest = await self.store.manifest(self.hash_name)
         except PeerError:
             self.manifest = None
-        await self._ensure_circuits(first=True)
+        deadline = self.clock() + self.find_timeout
+        while True:  # a peer that just started may have no links yet: keep trying for a while
+            try:
+                await self._ensure_circuits(first=True)
+                break
+            except PathError:
+                if self.clock() >= deadline:
+                    raise
+                self.progress.state = "connecting"
+                self._notify()
+                await asyncio.sleep(1.0)
         if self.manifest is None:
             self.manifest = await self._fetch_manifest()
         m = self.manifest
@@ -200,21 +212,34 @@ class Download:
         await self._flush()
 
     async def _fetch_manifest(self) -> Manifest:
+        """Ask each circuit in turn, for up to ``find_timeout`` seconds: a share announced a moment
+        ago may not have reached any ORDB yet."""
         errors: list[str] = []
-        for fc in sorted(self.circuits.values(), key=lambda c: c.created):
-            if fc.retired or fc.circ not in self.node.circuits:
-                continue
-            self._manifest_fut = asyncio.get_running_loop().create_future()
-            q = self._send(fc, 0, 0)
-            try:
-                data = await asyncio.wait_for(self._manifest_fut, STALL_AFTER * 2)
-                m = parse_manifest(data, self.hash_name)
-                await self.store.put_manifest(data, expected_hash=self.hash_name, key=self.key)
-                return m
-            except (TimeoutError, PeerError) as exc:
-                errors.append(str(exc) or type(exc).__name__)
-                self._drop_query(q, DbEndReason.FINISHED)
-        raise DownloadError("nothing found: no ORDB could deliver the manifest (" + "; ".join(errors[:3]) + ")")
+        deadline = self.clock() + self.find_timeout
+        while True:
+            for fc in sorted(self.circuits.values(), key=lambda c: c.created):
+                if fc.retired or fc.circ not in self.node.circuits:
+                    continue
+                self._manifest_fut = asyncio.get_running_loop().create_future()
+                q = self._send(fc, 0, 0)
+                try:
+                    data = await asyncio.wait_for(self._manifest_fut, STALL_AFTER * 2)
+                    m = parse_manifest(data, self.hash_name)
+                    await self.store.put_manifest(data, expected_hash=self.hash_name, key=self.key)
+                    return m
+                except (TimeoutError, PeerError) as exc:
+                    errors.append(str(exc) or type(exc).__name__)
+                    self._drop_query(q, DbEndReason.FINISHED)
+            if self.clock() >= deadline:
+                break
+            self.progress.state = "searching"
+            self._notify()
+            await asyncio.sleep(1.0)
+            await self._ensure_circuits()
+        raise DownloadError(
+            f"nothing found: no ORDB could deliver the manifest within {self.find_timeout:.0f} s ("
+            + "; ".join(sorted(set(errors))[:3]) + ")"
+        )
 
     # ---- circuits ------------------------------------------------------------------------------
     async def _ensure_circuits(self, first: bool = False) -> None:

@@ -93,7 +93,7 @@ class LinkManager:
         self.refused: list[str] = []  # recent refusal reasons, for status
         self.backoff: dict[bytes, float] = {}  # peers not to ask again before a time
         #: called when an offer arrives while we are full: drop a redundant link for it? (runtime)
-        self.make_room: Callable[[bytes], bool] | None = None
+        self.make_room: Callable[[bytes, int], bool] | None = None
         self.on_change: Callable[[], Awaitable[None] | None] | None = None
 
     # ---- bookkeeping -------------------------------------------------------------------------
@@ -158,8 +158,9 @@ class LinkManager:
             fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._pending_answers[target] = fut
             # the offer carries our seal key, so the answer can be sealed back to us
+            degree = min(255, len(self.neighbours))  # lets a full peer make room for a lonely one
             blob = seal(self.keys.identity, record.seal_key, SealKind.OFFER,
-                        bytes([purpose]) + self.keys.seal.public + offer.encode(),
+                        bytes([purpose, degree]) + self.keys.seal.public + offer.encode(),
                         now=self.wall(), randbytes=self.rng.randbytes)
             await via.introduce(target, blob)
             answer_blob = await asyncio.wait_for(fut, self.config.connect_timeout)
@@ -210,10 +211,11 @@ class LinkManager:
             return
         if source in self._connecting and self.keys.node_id < source:
             return  # glare: our own outbound link wins (lower NodeID)
-        if len(opened.payload) < 34 or opened.payload[0] not in (0, 1):
+        if len(opened.payload) < 35 or opened.payload[0] not in (0, 1):
             self._refuse("a malformed offer")
             return
-        purpose, their_seal, sdp = opened.payload[0], opened.payload[1:33], opened.payload[33:]
+        purpose, degree = opened.payload[0], opened.payload[1]
+        their_seal, sdp = opened.payload[2:34], opened.payload[34:]
         full = (
             len(self.ordb_links) >= self.config.max_ordb_links
             if purpose == 1
@@ -228,7 +230,7 @@ class LinkManager:
             purpose == 0
             and self.count >= self.config.max_links
             and source not in self.guards
-            and not (self.make_room is not None and self.make_room(source))
+            and not (self.make_room is not None and self.make_room(source, degree))
         ):
             # say so at once (a sealed empty answer) rather than let the other side time out
             with contextlib.suppress(PeerError, ValueError):

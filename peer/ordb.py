@@ -317,7 +317,9 @@ class OrdbService:
             q.holder.load = max(0, q.holder.load - 1)
         if q.source is not None:
             self.by_source.pop(q.source, None)
-            self.node.db_end(q.source[0], q.source[1], DbEnd(DbEndReason.FINISHED, q.txid).encode())
+            # BAD_PIECE travels on down a forwarded query, so the holder's own ORDB drops it too
+            reason = DbEndReason.BAD_PIECE if end.reason == DbEndReason.BAD_PIECE else DbEndReason.FINISHED
+            self.node.db_end(q.source[0], q.source[1], DbEnd(reason, q.txid).encode())
         self.by_txid.pop(q.txid, None)
         self._kick()
 

@@ -349,8 +349,15 @@ class Peer:
                     return n
         return None
 
-    def _make_room(self, source: bytes) -> bool:
-        """A full peer gets an offer: swap a redundant link for one to a peer outside our reach."""
+    def _make_room(self, source: bytes, degree: int) -> bool:
+        """A full peer gets an offer.  Swap a redundant link for one to a peer outside our reach;
+        or, for a peer with fewer than 2 links, drop a neighbour that has links to spare."""
+        if degree < 2:
+            spare = [n for n in self.links.neighbour_ids() if n not in self.guards
+                     and (r := self.view.get(n)) is not None and len(r.neighbours) >= self.config.max_links]
+            if spare:
+                self.links.drop(self.rng.choice(spare), "rewiring: making room for a peer with too few links")
+                return True
         if source in self._near():
             return False
         victim = self._redundant_neighbour()

@@ -35,6 +35,8 @@ class NetSpec:
     ready_timeout: float = 60.0
     min_links: int = 1
     extra_args: tuple[str, ...] = ()
+    #: extra arguments for some peers only (by index), e.g. a test-only lying holder
+    peer_args: dict[int, tuple[str, ...]] | None = None
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -85,9 +87,11 @@ def launch_testnet(spec: NetSpec) -> dict[str, Any]:
                 args.append("--stable")
             if i >= spec.peers - spec.exits:
                 args += ["--exit-policy", LOOPBACK_EXIT]
+            if spec.peer_args and i in spec.peer_args:
+                args += list(spec.peer_args[i])
             p = _spawn(args, d / f"{name}.log")
             info = json.loads(_first_line(p, name))
-            peers.append({"name": name, "data_dir": str(data), "api": info["api"], "pid": p.pid,
+            peers.append({"name": name, "data_dir": str(data), "api": info["api"], "pid": p.pid, "args": args,
                           "node_id": info["node_id"], "socks": info["socks"], "exit": i >= spec.peers - spec.exits})
         state["peers"] = peers
         _write(d, state)
@@ -151,6 +155,21 @@ def _connected(graph: dict[str, list[str]]) -> bool:
                 seen.add(n)
                 todo.append(n)
     return len(seen) == len(graph)
+
+
+def respawn(d: Path, name: str) -> dict[str, Any]:
+    """Start a peer of the testnet again with its own arguments (after it died); returns its entry."""
+    state = load(d)
+    for p in state["peers"]:
+        if p["name"] == name:
+            if _ours(int(p["pid"]), str(p["data_dir"])):
+                raise UsageError(f"{name} is still running")
+            proc = _spawn(list(p["args"]), d / f"{name}.log")
+            info = json.loads(_first_line(proc, name))
+            p.update(pid=proc.pid, api=info["api"], socks=info["socks"])
+            _write(d, state)
+            return dict(p)
+    raise UsageError(f"no peer {name} in this testnet")
 
 
 def _ours(pid: int, marker: str) -> bool:
