@@ -286,11 +286,12 @@ class OrdbService:
         if cmd == RelayCommand.DB_DATA:
             ok = self.node.stream_send(q.stream[0], q.stream[1], data)
             q.delivered += len(data)
-            if ok and self.node.stream_buffered(q.stream[0], q.stream[1]) < SPLICE_HIGH_WATER:
+            if ok:
                 self.node.stream_consumed(key[0], key[1], 1 + q.unacked)
                 q.unacked = 0
             else:
-                q.unacked += 1  # withhold the SENDME until the requester side drains
+                # the requester side is full: withhold the SENDMEs until it drains (StreamWritable)
+                q.unacked += 1
             self._kick()
         elif cmd == RelayCommand.DB_END:
             end = DbEnd.decode(data)

@@ -145,6 +145,7 @@ class Peer:
         )
         self.holder: HolderService | None = None
         self.downloads: dict[bytes, DownloadTask] = {}
+        self._forward_circuits: dict[bytes, int] = {}  # remote ORDB -> our 1-hop circuit to it
 
     # ---- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -211,7 +212,7 @@ class Peer:
             ntor_key=self.keys.ntor.public,
             seal_key=self.keys.seal.public,
             route=Route(tuple(endpoints), tuple(self.bridges)),
-            neighbours=tuple(self.links.neighbour_ids()[:32]),
+            neighbours=tuple(self.links.neighbour_ids()[:16]),  # a record lists at most 16
             stable=self.config.stable,
             expiry=int(time.time() + RECORD_TTL),
             exit=bool(self.config.exit_policy.rules),
@@ -560,9 +561,12 @@ class Peer:
             chan = self.links.chan_of(prov.node_id, ordb=True)
             if chan is None:
                 return None
-        hop = HopSpec(prov.node_id, prov.ntor_key,
-                      (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)))
-        circ = await self.driver.build_circuit(chan, [hop], timeout=20)
+        circ = self._forward_circuits.get(prov.node_id)
+        if circ is None or circ not in self.node.circuits:  # one 1-hop circuit per remote ORDB, reused
+            hop = HopSpec(prov.node_id, prov.ntor_key,
+                          (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)))
+            circ = await self.driver.build_circuit(chan, [hop], timeout=20)
+            self._forward_circuits[prov.node_id] = circ
         sid = self.node.open_db_stream(circ, RelayCommand.DB_QUERY, body)
         self.driver._kick()
         return circ, sid
