@@ -440,10 +440,23 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def run_bridge(listen: str) -> int:
-    """``peersm bridge --listen HOST:PORT``: print the URL first, run until SIGINT/SIGTERM, exit 0."""
+async def run_bridge(listen: str, record: str | None = None) -> int:
+    """``peersm bridge --listen HOST:PORT``: print the URL first, run until SIGINT/SIGTERM, exit 0.
+
+    ``record`` (test only, DESIGN §11) names a file for the recorder: every message the bridge saw."""
     host, port = parse_listen(listen)
-    bridge = Bridge()
+    recorder = None
+    if record:
+        from pathlib import Path
+
+        from peer.recorder import Recorder
+
+        rec = Recorder(Path(record))
+
+        def recorder(kind: str, raw: bytes) -> None:
+            rec({"kind": "bridge", "dir": kind, "data": raw})
+
+    bridge = Bridge(recorder=recorder)
     await bridge.start(host, port)
     print(bridge.url, flush=True)
     stop = asyncio.Event()

@@ -56,7 +56,7 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
     from peer.errors import UsageError
 
     try:
-        return asyncio.run(run_bridge(args.listen))
+        return asyncio.run(run_bridge(args.listen, record=getattr(args, "test_record", None)))
     except UsageError as exc:
         print(f"peersm bridge: {exc}", file=sys.stderr)
         return 2
@@ -155,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     up.add_argument("--test-corrupt-pieces", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument("--test-record", help=argparse.SUPPRESS)
+    up.add_argument("--test-one-hop-ordb", action="store_true", help=argparse.SUPPRESS)
 
     demo = add("demo", "run a local network on this machine and move data through it anonymously", _cmd_demo)
-    demo.add_argument("--peers", type=int, default=6, help="peers in the local network (default 6)")
+    demo.add_argument("--peers", type=int, default=8, help="peers in the local network (default 8)")
     demo.add_argument("--megabytes", type=float, default=4.0, help="data to move (default 4 MB)")
     demo.add_argument("--hops", type=int, default=3, help="circuit length (default 3)")
 
@@ -202,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run a bridge: bootstrap and sealed WebRTC signalling over WebSocket",
         _cmd_bridge,
     )
-    bridge.add_argument("--listen", default="127.0.0.1:0")
+    bridge.add_argument("--listen", default="127.0.0.1:0", help="ADDRESS:PORT to listen on (loopback by default)")
+    bridge.add_argument("--test-record", help=argparse.SUPPRESS)
 
     add(
         "facilitator",

@@ -73,6 +73,8 @@ class PeerConfig:
     corrupt_pieces: bool = False  # test only: a lying holder
     download_circuits: int = 5
     rewire_every: float = 5.0  # seconds between attempts to replace a redundant link
+    record_path: Path | None = None  # test only: the anonymity recorder (DESIGN §11)
+    one_hop_ordb: bool = False  # test only: the negative control (1-hop ORDB circuits break anonymity)
 
 
 class _BridgeSignaller:
@@ -153,6 +155,12 @@ class Peer:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         keys = load_or_create_keys(config.data_dir, stable=config.stable)
         self = cls(config, keys)
+        if config.record_path is not None:
+            from peer.recorder import Recorder
+
+            rec = Recorder(config.record_path)
+            self.node.recorder = rec
+            rec({"kind": "self", "node_id": keys.node_id, "host": config.host})
         self._load_guards()
         self.store = await ChunkStore.open(config.data_dir / "store.db")
         self.holder = HolderService(
@@ -509,6 +517,15 @@ class Peer:
         Neighbour lists in records lag behind links that move: when an extension fails, the view
         is refreshed and the choice made again."""
         errors: list[str] = []
+        if self.config.one_hop_ordb:  # NEGATIVE CONTROL for the anonymity test: breaks DESIGN §5 on purpose
+            for n in self.links.neighbour_ids():
+                rec = self.view.get(n)
+                chan = self.links.chan_of(n)
+                if rec is None or chan is None or n in exclude:
+                    continue
+                circ = await self.driver.build_circuit(chan, [self.hop_of(rec)], timeout=20)
+                return circ, n
+            raise PathError("no neighbour for a 1-hop ORDB circuit")
         for attempt in range(3):
             cands = self.eligible_ordbs(exclude)
             self.rng.shuffle(cands)
@@ -538,7 +555,14 @@ class Peer:
                 await asyncio.sleep(0.5)
         raise PathError(f"no circuit to an eligible ORDB: {errors[-1] if errors else 'no candidates'}")
 
+    def _record_dht(self, op: str, hash_name: bytes) -> None:
+        if self.node.recorder is not None:
+            from dht.keys import provider_key
+
+            self.node.recorder({"kind": "dht", "op": op, "key": provider_key(hash_name), "hash_name": hash_name})
+
     async def _publish_provider(self, hash_name: bytes) -> None:
+        self._record_dht("publish_provider", hash_name)
         host, port = self.dht.address
         fields = ProviderFields(self.keys.ntor.public, self.keys.seal.public,
                                 Route((("udp", f"{host}:{port}"), ("webrtc", host)), tuple(self.bridges)))
@@ -546,6 +570,7 @@ class Peer:
             await self.dht.publish_provider(hash_name, fields)
 
     async def _find_providers(self, hash_name: bytes) -> list[object]:
+        self._record_dht("find_providers", hash_name)
         recs = await self.dht.find_providers(hash_name)
         return [r for r in recs if r.node_id != self.keys.node_id]
 

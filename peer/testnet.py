@@ -37,6 +37,8 @@ class NetSpec:
     extra_args: tuple[str, ...] = ()
     #: extra arguments for some peers only (by index), e.g. a test-only lying holder
     peer_args: dict[int, tuple[str, ...]] | None = None
+    #: test only (DESIGN §11): every process records what it saw into DIR/<name>.record
+    record: bool = False
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -72,7 +74,10 @@ def launch_testnet(spec: NetSpec) -> dict[str, Any]:
         raise UsageError(f"{d / TESTNET_FILE} exists: run `peersm testnet down --dir {d}` first")
     d.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "peer.cli"]
-    bridge = _spawn([*exe, "bridge", "--listen", "127.0.0.1:0"], d / "bridge.log")
+    bargs = [*exe, "bridge", "--listen", "127.0.0.1:0"]
+    if spec.record:
+        bargs += ["--test-record", str(d / "bridge.record")]
+    bridge = _spawn(bargs, d / "bridge.log")
     state: dict[str, Any] = {"bridge": None, "bridge_pid": bridge.pid, "peers": []}
     try:
         url = _first_line(bridge, "the bridge")
@@ -89,6 +94,8 @@ def launch_testnet(spec: NetSpec) -> dict[str, Any]:
                 args += ["--exit-policy", LOOPBACK_EXIT]
             if spec.peer_args and i in spec.peer_args:
                 args += list(spec.peer_args[i])
+            if spec.record:
+                args += ["--test-record", str(d / f"{name}.record")]
             p = _spawn(args, d / f"{name}.log")
             info = json.loads(_first_line(p, name))
             peers.append({"name": name, "data_dir": str(data), "api": info["api"], "pid": p.pid, "args": args,

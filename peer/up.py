@@ -64,6 +64,8 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
         socks=parse_hostport(args.socks, loopback_only=True) if args.socks else None,
         subnet_rule=not args.no_subnet_rule,
         corrupt_pieces=bool(getattr(args, "test_corrupt_pieces", False)),
+        record_path=Path(args.test_record) if getattr(args, "test_record", None) else None,
+        one_hop_ordb=bool(getattr(args, "test_one_hop_ordb", False)),
     )
     ui_host, ui_port = parse_hostport(args.ui, loopback_only=True) if args.ui else ("127.0.0.1", 0)
     peer = await Peer.start(config)

@@ -107,6 +107,8 @@ class OnionNode:
         self._next_chan = 1
         self._next_circ = 1
         self._now = 0.0
+        #: test-only anonymity recorder (DESIGN §11); None unless a test switches it on
+        self.recorder: Callable[[dict[str, object]], None] | None = None
 
     # ---- events ------------------------------------------------------------------------------
     def pop_events(self) -> list[ev.Event]:
@@ -237,6 +239,8 @@ class OnionNode:
         state, onionskin = ntor_client_start(path[0].node_id, path[0].ntor_key, self._rand)
         circ.pending = state
         ch.send_cell(cid, CellCommand.CREATE2, Create2(HTYPE_NTOR, onionskin).encode_payload(), self._now)
+        if self.recorder is not None:
+            self.recorder({"kind": "circuit", "circ": handle, "prev": "self", "next": path[0].node_id})
         return handle
 
     def _extend_next(self, circ: OriginCircuit) -> None:
@@ -532,6 +536,8 @@ class OnionNode:
         self._route[(chan, cid)] = h
         ch.circ_ids.add(cid)
         ch.send_cell(cid, CellCommand.CREATED2, Created2(reply).encode_payload(), self._now)
+        if self.recorder is not None:
+            self.recorder({"kind": "circuit", "circ": h, "prev": ch.peer.node_id if ch.peer else b"", "next": None})
 
     def _on_created2(self, chan: int, cell: Cell, handle: int | None) -> None:
         if handle is None:
@@ -629,6 +635,8 @@ class OnionNode:
             # Links are never opened inside an EXTEND (DESIGN §4): no link, no extension.
             raise CircuitViolation("EXTEND2 to a peer we have no link to", DestroyReason.CONNECTFAILED)
         nch = self.channels[target]
+        if self.recorder is not None:
+            self.recorder({"kind": "extend", "circ": circ.handle, "next": nch.peer.node_id if nch.peer else b""})
         nid = nch.allocate_circ_id(self._rand)
         circ.next_chan, circ.next_id, circ.extending = target, nid, True
         self._route[(target, nid)] = circ.handle
@@ -640,6 +648,9 @@ class OnionNode:
         cmd, _rec, sid, _dig, length = peek_header(p)
         body = p[11 : 11 + length]
         origin = isinstance(circ, OriginCircuit)
+        if self.recorder is not None:
+            self.recorder({"kind": "payload", "circ": circ.handle, "hop": hop, "cmd": cmd, "stream": sid,
+                           "data": body})
         if cmd in DATA_LIKE:
             if sid == 0:
                 raise CircuitViolation("DATA on stream 0", DestroyReason.PROTOCOL)

@@ -69,6 +69,14 @@ def get(net: dict[str, Any], i: int, link: str, out: Path, timeout: float = 240)
     raise AssertionError(f"download not finished after {timeout} s: {s}")
 
 
+def wait_until(pred: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(0.1)
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -117,8 +125,7 @@ def test_holder_killed_mid_transfer(net: dict[str, Any], tmp_path: Path) -> None
     time.sleep(3)
     c = api(net, REQUESTER)
     s = c.post("/api/downloads", {"link": link, "output": str(tmp_path / "f3.out")})
-    while c.get(f"/api/downloads/{s['id']}")["have"] < 10:
-        time.sleep(0.1)
+    wait_until(lambda: c.get(f"/api/downloads/{s['id']}")["have"] >= 10, "the download never started")
     pid = int(net["peers"][HOLDER2]["pid"])
     os.kill(pid, signal.SIGKILL)
     s = get(net, REQUESTER, link, tmp_path / "f3.out")
@@ -133,8 +140,13 @@ def test_requester_killed_and_resumed(net: dict[str, Any], tmp_path: Path) -> No
     time.sleep(3)
     c = api(net, RESUMER)
     s = c.post("/api/downloads", {"link": link, "output": str(tmp_path / "f4.out")})
-    while (cur := c.get(f"/api/downloads/{s['id']}"))["have"] < cur["total"] // 4 or cur["total"] == 0:
-        time.sleep(0.1)
+    def quarter() -> bool:
+        cur = c.get(f"/api/downloads/{s['id']}")
+        if cur["state"] == "failed":
+            raise AssertionError(f"the download failed: {cur}")
+        return bool(cur["total"]) and cur["have"] >= cur["total"] // 4
+
+    wait_until(quarter, "the download never reached 25 %")
     os.kill(int(net["peers"][RESUMER]["pid"]), signal.SIGKILL)
     time.sleep(0.5)
     entry = respawn(net["dir"], net["peers"][RESUMER]["name"])
