@@ -36,15 +36,28 @@ def add_routes(api: ApiServer, peer: Peer) -> None:
             raise RequestRefused(400, "the path must be absolute")
         if not p.is_file():
             raise RequestRefused(404, "no such file")
-        link = await peer.share(p, encrypt=bool(body.get("encrypt")), seed=body.get("seed", True) is not False)
+        link = await peer.share(
+            p, encrypt=bool(body.get("encrypt")), seed=body.get("seed", True) is not False
+        )
         return {"hash_name": ShareLink.parse(link).hash_name.hex(), "link": link}
 
     async def get_shares(request: web.Request) -> Mapping[str, Any]:
         assert peer.store is not None
         shares = await peer.store.list()
-        return {"shares": [{"hash_name": s.hash_name.hex() if s.hash_name else None, "name": s.name,
-                            "size": s.size, "have": s.have_count, "total": s.piece_count,
-                            "state": s.state.name.lower(), "seeding": s.seeding} for s in shares]}
+        return {
+            "shares": [
+                {
+                    "hash_name": s.hash_name.hex() if s.hash_name else None,
+                    "name": s.name,
+                    "size": s.size,
+                    "have": s.have_count,
+                    "total": s.piece_count,
+                    "state": s.state.name.lower(),
+                    "seeding": s.seeding,
+                }
+                for s in shares
+            ]
+        }
 
     async def post_download(request: web.Request) -> Mapping[str, Any]:
         body = await json_body(request)

@@ -69,7 +69,7 @@ def _cmd_testnet(args: argparse.Namespace) -> int:
     import json
 
     from peer.errors import PeerError
-    from peer.testnet import NetSpec, stop_testnet, launch_testnet
+    from peer.testnet import NetSpec, launch_testnet, stop_testnet
 
     if args.dir is None:
         print("peersm testnet: --dir is required", file=sys.stderr)
@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_argument("file", type=Path)
     share.add_argument("--encrypt", action="store_true", help="encrypt; the key travels only in the link")
     share.add_argument("--data", type=Path, default=None)
-    share.add_argument("--no-seed", action="store_true", help="do not announce this file (opt out of seeding)")
+    share.add_argument(
+        "--no-seed", action="store_true", help="do not announce this file (opt out of seeding)"
+    )
 
     get = add(
         "get",
@@ -204,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run a bridge: bootstrap and sealed WebRTC signalling over WebSocket",
         _cmd_bridge,
     )
-    bridge.add_argument("--listen", default="127.0.0.1:0", help="ADDRESS:PORT to listen on (loopback by default)")
+    bridge.add_argument(
+        "--listen", default="127.0.0.1:0", help="ADDRESS:PORT to listen on (loopback by default)"
+    )
     bridge.add_argument("--test-record", help=argparse.SUPPRESS)
 
     add(

@@ -62,9 +62,13 @@ def run_demo(*, peers: int = 8, megabytes: float = 4.0, hops: int = 3) -> int:
             _say(f"peersm demo: the download failed: {s['error']}")
             return 1
         ok = hashlib.sha256((work / "fetched.bin").read_bytes()).hexdigest() == digest
-        _say(f"peer{REQUESTER} fetched it in {dt:.1f} s ({megabytes / dt:.2f} MB/s), first byte after "
-             f"{s['first_byte_s'] or 0:.2f} s, over {s['ordbs']} ORDBs; sha256 {'matches' if ok else 'DIFFERS'}")
-        _say(f"path: requester -> guard -> middle -> ORDB ({hops} hops) ... ORDB <- middle <- guard <- holder")
+        _say(
+            f"peer{REQUESTER} fetched it in {dt:.1f} s ({megabytes / dt:.2f} MB/s), first byte after "
+            f"{s['first_byte_s'] or 0:.2f} s, over {s['ordbs']} ORDBs; sha256 {'matches' if ok else 'DIFFERS'}"
+        )
+        _say(
+            f"path: requester -> guard -> middle -> ORDB ({hops} hops) ... ORDB <- middle <- guard <- holder"
+        )
         time.sleep(0.5)
         _report(Views(work / "net"), bytes.fromhex(s["id"]))
         return 0 if ok else 1
@@ -99,7 +103,12 @@ def _report(v: Views, h: bytes) -> None:
         parts.append("the hash_name" if content else "not the hash_name")
         _say(f"  {name:7} saw {', '.join(parts)}")
     leaks = v.who_links(req, h) + v.who_links(hol, h)
-    _say("  bridge  saw sealed offers and answers only" + ("" if not any(h.hex() in b for b in v.bridge) else
-                                                            " — and the hash_name (unexpected!)"))
-    _say("verdict: no peer linked the requester or the holder to the content" if not leaks
-         else f"verdict: LEAK: {leaks}")
+    _say(
+        "  bridge  saw sealed offers and answers only"
+        + ("" if not any(h.hex() in b for b in v.bridge) else " — and the hash_name (unexpected!)")
+    )
+    _say(
+        "verdict: no peer linked the requester or the holder to the content"
+        if not leaks
+        else f"verdict: LEAK: {leaks}"
+    )

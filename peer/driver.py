@@ -239,8 +239,14 @@ class NodeDriver:
         if isinstance(e, ev.ChannelOpened):
             st = self._chans.get(e.chan)
             if self.node.recorder is not None and st is not None:
-                self.node.recorder({"kind": "neighbour", "chan": e.chan, "node_id": e.peer.node_id,
-                                    "addr": st.link.remote_address})
+                self.node.recorder(
+                    {
+                        "kind": "neighbour",
+                        "chan": e.chan,
+                        "node_id": e.peer.node_id,
+                        "addr": st.link.remote_address,
+                    }
+                )
             if st is not None and st.opened is not None and not st.opened.done():
                 st.opened.set_result(e.peer)
         elif isinstance(e, ev.ChannelClosed):

@@ -238,7 +238,8 @@ class Download:
             await self._ensure_circuits()
         raise DownloadError(
             f"nothing found: no ORDB could deliver the manifest within {self.find_timeout:.0f} s ("
-            + "; ".join(sorted(set(errors))[:3]) + ")"
+            + "; ".join(sorted(set(errors))[:3])
+            + ")"
         )
 
     # ---- circuits ------------------------------------------------------------------------------
@@ -320,8 +321,11 @@ class Download:
     # ---- scheduling ------------------------------------------------------------------------------
     def _schedule(self) -> None:
         assert self.manifest is not None
-        free = [c for c in self.circuits.values()
-                if not c.retired and c.circ in self.node.circuits and len(c.queries) < SLOTS_PER_CIRCUIT]
+        free = [
+            c
+            for c in self.circuits.values()
+            if not c.retired and c.circ in self.node.circuits and len(c.queries) < SLOTS_PER_CIRCUIT
+        ]
         if not free:
             return
         rates = [c.rate for c in self.circuits.values() if c.rate]
@@ -447,7 +451,12 @@ class Download:
                 self.progress.first_byte_s = now - self._started
             if q.count == 0:
                 q.buf += data
-                if q.expected is not None and q.got >= q.expected and self._manifest_fut and not self._manifest_fut.done():
+                if (
+                    q.expected is not None
+                    and q.got >= q.expected
+                    and self._manifest_fut
+                    and not self._manifest_fut.done()
+                ):
                     self._manifest_fut.set_result(bytes(q.buf))
                     self._finish_query(q)
                 return
@@ -466,7 +475,9 @@ class Download:
                 if q.expected is not None and q.got >= q.expected:
                     self._manifest_fut.set_result(bytes(q.buf))
                 else:
-                    self._manifest_fut.set_exception(DownloadError(f"the ORDB ended the query ({_reason(end.reason)})"))
+                    self._manifest_fut.set_exception(
+                        DownloadError(f"the ORDB ended the query ({_reason(end.reason)})")
+                    )
             self.queries.pop((q.circuit.circ, q.sid), None)  # the stream is already closed
             q.circuit.queries.pop(q.sid, None)
             self._release(q)

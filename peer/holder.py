@@ -103,15 +103,18 @@ class HolderService:
         if have.count == 0:
             return
         quarter = min(4, have.have() * 4 // have.count)
-        if quarter == 0 or self.announced.get(hash_name, 0) >= quarter and quarter < 4:
+        if quarter == 0 or (self.announced.get(hash_name, 0) >= quarter and quarter < 4):
             return
         self.announced[hash_name] = quarter
         ranges = tuple(PieceRange(a, b) for a, b in have.ranges()[:40])
         entry = InfoEntry(hash_name, have.count, ranges)
         targets = [c for c in self.circuits.values() if hash_name in c.hash_names]
         while len(targets) < self.ordbs_per_share:
-            spare = [c for c in self.circuits.values()
-                     if c not in targets and len(c.hash_names) < HASH_NAMES_PER_CIRCUIT]
+            spare = [
+                c
+                for c in self.circuits.values()
+                if c not in targets and len(c.hash_names) < HASH_NAMES_PER_CIRCUIT
+            ]
             if spare:
                 targets.append(self.rng.choice(spare))
                 continue
@@ -195,7 +198,9 @@ class HolderService:
         except (PeerError, LookupError):
             if circ in self.node.circuits:
                 sid = self.node.open_db_stream(
-                    circ, RelayCommand.DB_CONNECTED, DbConnected(q.txid, DeliveryKind.PIECES, q.first, 0, 0).encode()
+                    circ,
+                    RelayCommand.DB_CONNECTED,
+                    DbConnected(q.txid, DeliveryKind.PIECES, q.first, 0, 0).encode(),
                 )
                 self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE, q.txid).encode())
                 self._kick()

@@ -159,9 +159,14 @@ class LinkManager:
             self._pending_answers[target] = fut
             # the offer carries our seal key, so the answer can be sealed back to us
             degree = min(255, len(self.neighbours))  # lets a full peer make room for a lonely one
-            blob = seal(self.keys.identity, record.seal_key, SealKind.OFFER,
-                        bytes([purpose, degree]) + self.keys.seal.public + offer.encode(),
-                        now=self.wall(), randbytes=self.rng.randbytes)
+            blob = seal(
+                self.keys.identity,
+                record.seal_key,
+                SealKind.OFFER,
+                bytes([purpose, degree]) + self.keys.seal.public + offer.encode(),
+                now=self.wall(),
+                randbytes=self.rng.randbytes,
+            )
             await via.introduce(target, blob)
             answer_blob = await asyncio.wait_for(fut, self.config.connect_timeout)
             if not answer_blob:
@@ -175,7 +180,14 @@ class LinkManager:
             link = await pending.complete(opened.payload.decode("ascii"), self.config.connect_timeout)
             pending = None
             return await self._adopt(link, target, initiator=True, ordb=purpose == 1)
-        except (TimeoutError, SealError, WireError, HandshakeError, TransportError, UnicodeDecodeError) as exc:
+        except (
+            TimeoutError,
+            SealError,
+            WireError,
+            HandshakeError,
+            TransportError,
+            UnicodeDecodeError,
+        ) as exc:
             reason = f"link to a peer failed: {type(exc).__name__}: {exc}"
             self.backoff[target] = self.wall() + self.config.failure_backoff
             self._refuse(reason)
@@ -223,8 +235,17 @@ class LinkManager:
         )
         if full and purpose == 1:
             with contextlib.suppress(PeerError, ValueError):
-                await via.introduce(source, seal(self.keys.identity, their_seal, SealKind.ANSWER, b"",
-                                                 now=self.wall(), randbytes=self.rng.randbytes))
+                await via.introduce(
+                    source,
+                    seal(
+                        self.keys.identity,
+                        their_seal,
+                        SealKind.ANSWER,
+                        b"",
+                        now=self.wall(),
+                        randbytes=self.rng.randbytes,
+                    ),
+                )
             return
         if (
             purpose == 0
@@ -234,14 +255,29 @@ class LinkManager:
         ):
             # say so at once (a sealed empty answer) rather than let the other side time out
             with contextlib.suppress(PeerError, ValueError):
-                await via.introduce(source, seal(self.keys.identity, their_seal, SealKind.ANSWER, b"",
-                                                 now=self.wall(), randbytes=self.rng.randbytes))
+                await via.introduce(
+                    source,
+                    seal(
+                        self.keys.identity,
+                        their_seal,
+                        SealKind.ANSWER,
+                        b"",
+                        now=self.wall(),
+                        randbytes=self.rng.randbytes,
+                    ),
+                )
             return
         self._accepting.add(source)
         try:
             link, answer = await accept_offer(sdp.decode("ascii"), self.webrtc)
-            reply = seal(self.keys.identity, their_seal, SealKind.ANSWER,
-                         answer.encode(), now=self.wall(), randbytes=self.rng.randbytes)
+            reply = seal(
+                self.keys.identity,
+                their_seal,
+                SealKind.ANSWER,
+                answer.encode(),
+                now=self.wall(),
+                randbytes=self.rng.randbytes,
+            )
             await via.introduce(source, reply)
             await link.wait_open(self.config.connect_timeout)
             await self._adopt(link, source, initiator=False, ordb=purpose == 1)
@@ -252,7 +288,9 @@ class LinkManager:
 
     # ---- both ---------------------------------------------------------------------------------
     async def _adopt(self, link: Link, node_id: bytes, *, initiator: bool, ordb: bool = False) -> Neighbour:
-        chan = self.driver.add_link(link, peer_handshake(self.keys, link, self.wall), liveness=self.config.liveness)
+        chan = self.driver.add_link(
+            link, peer_handshake(self.keys, link, self.wall), liveness=self.config.liveness
+        )
         try:
             info = await self.driver.wait_open(chan, self.config.connect_timeout)
         except (TimeoutError, PeerError) as exc:

@@ -172,7 +172,11 @@ class OrdbService:
             known.pop(hash_name, None)
 
     def _pick(self, q: Query) -> Holder | None:
-        cands = [h for h in self.holders.get(q.msg.hash_name, []) if h not in q.tried and h.has(q.msg.first, q.msg.count)]
+        cands = [
+            h
+            for h in self.holders.get(q.msg.hash_name, [])
+            if h not in q.tried and h.has(q.msg.first, q.msg.count)
+        ]
         if not cands:
             return None
         low = min(h.load for h in cands)
@@ -378,6 +382,10 @@ class OrdbService:
                 await t
 
     def status(self) -> dict[str, object]:
-        return {"hash_names": len(self.holders), "open_queries": len(self.queries), **self.stats,
-                "last_forward_error": self.last_forward_error,
-                "at": round(time.time())}
+        return {
+            "hash_names": len(self.holders),
+            "open_queries": len(self.queries),
+            **self.stats,
+            "last_forward_error": self.last_forward_error,
+            "at": round(time.time()),
+        }

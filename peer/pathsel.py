@@ -76,7 +76,11 @@ def select_path(
 
 
 def eligible_ordbs(
-    view: PeerView, *, own_node_id: bytes, guards: Collection[bytes], neighbours: Collection[bytes],
+    view: PeerView,
+    *,
+    own_node_id: bytes,
+    guards: Collection[bytes],
+    neighbours: Collection[bytes],
     exclude: Collection[bytes] = (),
 ) -> list[PeerRecord]:
     """ORDBs a download may use (DESIGN §5): never ourselves, disjoint from our guards and our

@@ -14,24 +14,20 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dht.node import DhtConfig, DhtNode
 from dht.records import PeerRecord, ProviderFields, ProviderRecord, Route
-from peer.fetch import Download, Progress
-from peer.holder import HolderService
-from peer.ordb import OrdbService
-from peer.pathsel import eligible_ordbs, select_path_to
-from storage.chunkstore import ChunkStore
-from storage.links import ShareLink
 from peer.bridgeclient import BridgeClient
 from peer.driver import CircuitError, NodeDriver, OnionStream, StreamError
 from peer.errors import PathError, PeerError
+from peer.fetch import Download, Progress
+from peer.holder import HolderService
 from peer.keystore import atomic_write_private, load_or_create_keys
 from peer.linkmanager import LinkManager, LinkManagerConfig, LinkRefused
-from peer.pathsel import select_path
+from peer.ordb import OrdbService
+from peer.pathsel import eligible_ordbs, select_path, select_path_to
 from peer.peerlink import PeerKeys
 from peer.peerview import PeerView
 from peer.proto import events as ev
@@ -44,6 +40,8 @@ from peer.transport.webrtc import WebRtcConfig
 from peer.wire.cells import Introduce, Introduced, decode_message  # noqa: F401  (decode kept for callers)
 from peer.wire.commands import CellCommand, RelayCommand
 from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
+from storage.chunkstore import ChunkStore
+from storage.links import ShareLink
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +92,9 @@ class _NeighbourSignaller:
         self._chan = chan
 
     async def introduce(self, target: bytes, blob: bytes) -> None:
-        self._peer.node.send_link_message(self._chan, CellCommand.DB_INTRODUCE, Introduce(target, blob).encode_payload())
+        self._peer.node.send_link_message(
+            self._chan, CellCommand.DB_INTRODUCE, Introduce(target, blob).encode_payload()
+        )
         self._peer.driver._kick()
 
 
@@ -320,8 +320,12 @@ class Peer:
             self.rng.shuffle(recs)
             # Grow outward: peers our neighbours are not already linked to first (no triangles, so
             # small networks do not split into cliques), then peers with spare capacity.
-            near = {n for nb in self.links.neighbour_ids() if (r := self.view.get(nb)) is not None
-                    for n in r.neighbours}
+            near = {
+                n
+                for nb in self.links.neighbour_ids()
+                if (r := self.view.get(nb)) is not None
+                for n in r.neighbours
+            }
             recs.sort(key=lambda r: (r.node_id in near, len(r.neighbours)))
             others = [r.node_id for r in recs]
             if self.links.count >= self.config.max_links:
@@ -343,8 +347,12 @@ class Peer:
     # ---- rewiring: keep the link graph an expander, not a set of cliques --------------------------
     def _near(self) -> set[bytes]:
         """Peers within two links of us (our neighbours' neighbours, as their records say)."""
-        return {n for nb in self.links.neighbour_ids() if (r := self.view.get(nb)) is not None
-                for n in r.neighbours}
+        return {
+            n
+            for nb in self.links.neighbour_ids()
+            if (r := self.view.get(nb)) is not None
+            for n in r.neighbours
+        }
 
     def _redundant_neighbour(self) -> bytes | None:
         """A non-guard neighbour also linked to another of our neighbours (a triangle edge)."""
@@ -362,8 +370,13 @@ class Peer:
         """A full peer gets an offer.  Swap a redundant link for one to a peer outside our reach;
         or, for a peer with fewer than 2 links, drop a neighbour that has links to spare."""
         if degree < 2:
-            spare = [n for n in self.links.neighbour_ids() if n not in self.guards
-                     and (r := self.view.get(n)) is not None and len(r.neighbours) >= self.config.max_links]
+            spare = [
+                n
+                for n in self.links.neighbour_ids()
+                if n not in self.guards
+                and (r := self.view.get(n)) is not None
+                and len(r.neighbours) >= self.config.max_links
+            ]
             if spare:
                 self.links.drop(self.rng.choice(spare), "rewiring: making room for a peer with too few links")
                 return True
@@ -384,8 +397,13 @@ class Peer:
         if victim is None:
             return
         near = self._near()
-        far = [r for r in self.view.all()
-               if r.node_id not in self.links.neighbours and r.node_id not in near and self.links.may_try(r.node_id)]
+        far = [
+            r
+            for r in self.view.all()
+            if r.node_id not in self.links.neighbours
+            and r.node_id not in near
+            and self.links.may_try(r.node_id)
+        ]
         if not far:
             return
         rec = self.rng.choice(far)
@@ -442,15 +460,20 @@ class Peer:
             out = Introduced(msg.target, b"")  # not reachable through us
             self.node.send_link_message(chan, CellCommand.DB_INTRODUCED, out.encode_payload())
         else:
-            self.node.send_link_message(target_chan, CellCommand.DB_INTRODUCED, Introduced(source, msg.blob).encode_payload())
+            self.node.send_link_message(
+                target_chan, CellCommand.DB_INTRODUCED, Introduced(source, msg.blob).encode_payload()
+            )
         self.driver._kick()
 
     # ---- circuits and streams -----------------------------------------------------------------
     def hop_of(self, rec: PeerRecord) -> HopSpec:
-        return HopSpec(rec.node_id, rec.ntor_key, (LinkSpecPeerNodeId(rec.node_id), LinkSpecEd25519(rec.identity_key)))
+        return HopSpec(
+            rec.node_id, rec.ntor_key, (LinkSpecPeerNodeId(rec.node_id), LinkSpecEd25519(rec.identity_key))
+        )
 
-    async def build_circuit(self, *, hops: int | None = None, want_exit: bool = True,
-                            avoid: tuple[bytes, ...] = ()) -> tuple[int, list[PeerRecord]]:
+    async def build_circuit(
+        self, *, hops: int | None = None, want_exit: bool = True, avoid: tuple[bytes, ...] = ()
+    ) -> tuple[int, list[PeerRecord]]:
         def choose() -> list[PeerRecord]:
             return select_path(
                 self.view,
@@ -508,8 +531,13 @@ class Peer:
 
     # ---- ORDB circuits (DESIGN §5: never our own ORDB, disjoint from guards and neighbours) ---------
     def eligible_ordbs(self, exclude: set[bytes] | None = None) -> list[PeerRecord]:
-        return eligible_ordbs(self.view, own_node_id=self.keys.node_id, guards=self.guards,
-                              neighbours=self.links.neighbour_ids(), exclude=exclude or set())
+        return eligible_ordbs(
+            self.view,
+            own_node_id=self.keys.node_id,
+            guards=self.guards,
+            neighbours=self.links.neighbour_ids(),
+            exclude=exclude or set(),
+        )
 
     async def build_ordb_circuit(self, exclude: set[bytes]) -> tuple[int, bytes]:
         """A circuit of 2 hops then an ORDB chosen uniformly among the eligible ones we can reach.
@@ -532,9 +560,14 @@ class Peer:
             linked_guards = [g for g in self.guards if g in self.links.neighbours]
             for target in cands:
                 try:
-                    path = select_path_to(self.view, target, own_node_id=self.keys.node_id,
-                                          first_hops=linked_guards, rng=self.rng,
-                                          subnet_rule=self.config.subnet_rule)
+                    path = select_path_to(
+                        self.view,
+                        target,
+                        own_node_id=self.keys.node_id,
+                        first_hops=linked_guards,
+                        rng=self.rng,
+                        subnet_rule=self.config.subnet_rule,
+                    )
                 except PathError as exc:
                     errors.append(str(exc))
                     continue
@@ -559,13 +592,18 @@ class Peer:
         if self.node.recorder is not None:
             from dht.keys import provider_key
 
-            self.node.recorder({"kind": "dht", "op": op, "key": provider_key(hash_name), "hash_name": hash_name})
+            self.node.recorder(
+                {"kind": "dht", "op": op, "key": provider_key(hash_name), "hash_name": hash_name}
+            )
 
     async def _publish_provider(self, hash_name: bytes) -> None:
         self._record_dht("publish_provider", hash_name)
         host, port = self.dht.address
-        fields = ProviderFields(self.keys.ntor.public, self.keys.seal.public,
-                                Route((("udp", f"{host}:{port}"), ("webrtc", host)), tuple(self.bridges)))
+        fields = ProviderFields(
+            self.keys.ntor.public,
+            self.keys.seal.public,
+            Route((("udp", f"{host}:{port}"), ("webrtc", host)), tuple(self.bridges)),
+        )
         with contextlib.suppress(PeerError, OSError):
             await self.dht.publish_provider(hash_name, fields)
 
@@ -588,8 +626,11 @@ class Peer:
                 return None
         circ = self._forward_circuits.get(prov.node_id)
         if circ is None or circ not in self.node.circuits:  # one 1-hop circuit per remote ORDB, reused
-            hop = HopSpec(prov.node_id, prov.ntor_key,
-                          (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)))
+            hop = HopSpec(
+                prov.node_id,
+                prov.ntor_key,
+                (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)),
+            )
             circ = await self.driver.build_circuit(chan, [hop], timeout=20)
             self._forward_circuits[prov.node_id] = circ
         sid = self.node.open_db_stream(circ, RelayCommand.DB_QUERY, body)
@@ -615,9 +656,16 @@ class Peer:
                 task.output = output
             return task
         dl = Download(
-            node=self.node, kick=self.driver._kick, store=self.store, hash_name=link.hash_name, key=link.key,
-            build_circuit=self.build_ordb_circuit, count_ordbs=lambda: len(self.eligible_ordbs()),
-            on_quarter=self._seed, want_circuits=self.config.download_circuits, rng=self.rng,
+            node=self.node,
+            kick=self.driver._kick,
+            store=self.store,
+            hash_name=link.hash_name,
+            key=link.key,
+            build_circuit=self.build_ordb_circuit,
+            count_ordbs=lambda: len(self.eligible_ordbs()),
+            on_quarter=self._seed,
+            want_circuits=self.config.download_circuits,
+            rng=self.rng,
         )
         dt = DownloadTask(link, dl, output)
         dt.task = asyncio.get_running_loop().create_task(self._run_download(dt))
@@ -648,8 +696,14 @@ class Peer:
 
     def _save_downloads(self) -> None:
         """Downloads survive restarts: links (keys included) in a 0600 file of the data dir."""
-        items = [{"link": d.link.format(), "output": str(d.output) if d.output else None,
-                  "done": d.download.progress.state == "complete"} for d in self.downloads.values()]
+        items = [
+            {
+                "link": d.link.format(),
+                "output": str(d.output) if d.output else None,
+                "done": d.download.progress.state == "complete",
+            }
+            for d in self.downloads.values()
+        ]
         atomic_write_private(self.config.data_dir / "downloads.json", json.dumps(items).encode())
 
     async def _resume(self) -> None:
@@ -671,13 +725,20 @@ class Peer:
             "node_id": self.keys.node_id.hex(),
             "stable": self.config.stable,
             "links": [
-                {"peer": n.node_id.hex()[:16], "guard": n.guard, "initiator": n.initiator,
-                 "age_s": round(time.time() - n.opened_at, 1)}
+                {
+                    "peer": n.node_id.hex()[:16],
+                    "guard": n.guard,
+                    "initiator": n.initiator,
+                    "age_s": round(time.time() - n.opened_at, 1),
+                }
                 for n in self.links.neighbours.values()
             ],
             "circuits": len([c for c in self._circuits if c in self.node.circuits]),
-            "circuit_paths": [[n.hex()[:16] for n in p] for c, p in self._paths.items() if c in self.node.circuits],
-            "relayed_circuits": len(self.node.circuits) - len([c for c in self._circuits if c in self.node.circuits]),
+            "circuit_paths": [
+                [n.hex()[:16] for n in p] for c, p in self._paths.items() if c in self.node.circuits
+            ],
+            "relayed_circuits": len(self.node.circuits)
+            - len([c for c in self._circuits if c in self.node.circuits]),
             "known_peers": len(self.view),
             "guards": [g.hex()[:16] for g in self.guards],
             "bridges": len(self.bridges),
@@ -701,9 +762,19 @@ class DownloadTask:
 
     def summary(self) -> dict[str, object]:
         p: Progress = self.download.progress
-        return {"id": self.link.hash_name.hex(), "state": p.state, "have": p.have, "total": p.total,
-                "bytes": p.bytes_verified, "size": p.size, "rate": round(p.rate), "circuits": p.circuits,
-                "ordbs": p.ordbs_used, "bad_pieces": p.bad_pieces, "replaced": p.replaced,
-                "first_byte_s": p.first_byte_s, "error": p.error, "exported": self.exported}
-
-
+        return {
+            "id": self.link.hash_name.hex(),
+            "state": p.state,
+            "have": p.have,
+            "total": p.total,
+            "bytes": p.bytes_verified,
+            "size": p.size,
+            "rate": round(p.rate),
+            "circuits": p.circuits,
+            "ordbs": p.ordbs_used,
+            "bad_pieces": p.bad_pieces,
+            "replaced": p.replaced,
+            "first_byte_s": p.first_byte_s,
+            "error": p.error,
+            "exported": self.exported,
+        }

@@ -25,13 +25,17 @@ def cmd_share(args: argparse.Namespace) -> int:
         print(f"peersm share: {args.file}: no such file", file=sys.stderr)
         return 2
     try:
-        res = _client(args).post("/api/shares", {"path": str(path), "encrypt": bool(args.encrypt),
-                                                 "seed": not getattr(args, "no_seed", False)})
+        res = _client(args).post(
+            "/api/shares",
+            {"path": str(path), "encrypt": bool(args.encrypt), "seed": not getattr(args, "no_seed", False)},
+        )
     except PeerError as exc:
         print(f"peersm share: {exc}", file=sys.stderr)
         return 1
-    print(f"shared {path.name} ({path.stat().st_size / 1e6:.1f} MB); anyone with this link can fetch it:",
-          file=sys.stderr)
+    print(
+        f"shared {path.name} ({path.stat().st_size / 1e6:.1f} MB); anyone with this link can fetch it:",
+        file=sys.stderr,
+    )
     print(res["link"])
     return 0
 
@@ -43,8 +47,10 @@ def _bar(s: dict[str, Any], t0: float) -> str:
     filled = int(pct / 5)
     rate = got / max(time.monotonic() - t0, 1e-6)
     eta = f"ETA {(size - got) / rate:4.0f} s" if rate > 0 and size > got else "        "
-    return (f"[{'#' * filled}{'.' * (20 - filled)}] {pct:5.1f}%  {got / 1e6:7.1f}/{size / 1e6:.1f} MB  "
-            f"{rate / 1e6:5.2f} MB/s  {eta}  {s.get('circuits')} circuits")
+    return (
+        f"[{'#' * filled}{'.' * (20 - filled)}] {pct:5.1f}%  {got / 1e6:7.1f}/{size / 1e6:.1f} MB  "
+        f"{rate / 1e6:5.2f} MB/s  {eta}  {s.get('circuits')} circuits"
+    )
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -67,7 +73,9 @@ def cmd_get(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if now - last >= (0.2 if tty else 1.0) or s.get("state") in ("complete", "failed"):
                 last = now
-                print(("\r" if tty else "") + _bar(s, t0), end="" if tty else "\n", file=sys.stderr, flush=True)
+                print(
+                    ("\r" if tty else "") + _bar(s, t0), end="" if tty else "\n", file=sys.stderr, flush=True
+                )
         if tty:
             print(file=sys.stderr)
     except ApiError as exc:
@@ -77,13 +85,18 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(f"\npeersm get: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\npeersm get: interrupted; the peer keeps the download (run the same command to attach)",
-              file=sys.stderr)
+        print(
+            "\npeersm get: interrupted; the peer keeps the download (run the same command to attach)",
+            file=sys.stderr,
+        )
         return 130
     if final.get("state") != "complete":
         print(f"peersm get: {final.get('error') or 'the download did not complete'}", file=sys.stderr)
         return 1
     where = final.get("exported") or "the peer's store"
-    print(f"complete and verified: {final.get('size')} bytes in {where} "
-          f"(over {final.get('ordbs')} ORDBs, {final.get('bad_pieces')} bad pieces refused)", file=sys.stderr)
+    print(
+        f"complete and verified: {final.get('size')} bytes in {where} "
+        f"(over {final.get('ordbs')} ORDBs, {final.get('bad_pieces')} bad pieces refused)",
+        file=sys.stderr,
+    )
     return 0

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from peer.apiclient import ApiClient
 from peer.errors import PeerError, UsageError
@@ -86,8 +86,21 @@ def launch_testnet(spec: NetSpec) -> dict[str, Any]:
         for i in range(spec.peers):
             name = f"peer{i}"
             data = d / name
-            args = [*exe, "up", "--data", str(data), "--listen", f"127.{i + 1}.0.1", "--bridge", url,
-                    "--links", str(spec.links), "--socks", "127.0.0.1:0", *spec.extra_args]
+            args = [
+                *exe,
+                "up",
+                "--data",
+                str(data),
+                "--listen",
+                f"127.{i + 1}.0.1",
+                "--bridge",
+                url,
+                "--links",
+                str(spec.links),
+                "--socks",
+                "127.0.0.1:0",
+                *spec.extra_args,
+            ]
             if spec.stable:
                 args.append("--stable")
             if i >= spec.peers - spec.exits:
@@ -98,8 +111,18 @@ def launch_testnet(spec: NetSpec) -> dict[str, Any]:
                 args += ["--test-record", str(d / f"{name}.record")]
             p = _spawn(args, d / f"{name}.log")
             info = json.loads(_first_line(p, name))
-            peers.append({"name": name, "data_dir": str(data), "api": info["api"], "pid": p.pid, "args": args,
-                          "node_id": info["node_id"], "socks": info["socks"], "exit": i >= spec.peers - spec.exits})
+            peers.append(
+                {
+                    "name": name,
+                    "data_dir": str(data),
+                    "api": info["api"],
+                    "pid": p.pid,
+                    "args": args,
+                    "node_id": info["node_id"],
+                    "socks": info["socks"],
+                    "exit": i >= spec.peers - spec.exits,
+                }
+            )
         state["peers"] = peers
         _write(d, state)
         wait_ready(d, spec.ready_timeout, max(spec.min_links, spec.links - 1))

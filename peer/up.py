@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -76,11 +75,21 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
     add_routes(api, peer)
     url = await api.start(ui_host, ui_port)
     write_api_json(data_dir, url, api.token)
-    print(json.dumps({"node_id": peer.keys.node_id.hex(), "api": url,
-                      "socks": f"{peer.socks.address[0]}:{peer.socks.address[1]}" if peer.socks else None}),
-          flush=True)
-    log.info("peer up (%s identity); API and status: peersm status --data %s",
-             "stable" if config.stable else "ephemeral", data_dir)
+    print(
+        json.dumps(
+            {
+                "node_id": peer.keys.node_id.hex(),
+                "api": url,
+                "socks": f"{peer.socks.address[0]}:{peer.socks.address[1]}" if peer.socks else None,
+            }
+        ),
+        flush=True,
+    )
+    log.info(
+        "peer up (%s identity); API and status: peersm status --data %s",
+        "stable" if config.stable else "ephemeral",
+        data_dir,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,13 +129,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(st, indent=2))
         return 0
-    print(f"node {str(st.get('node_id', '?'))[:16]}…  {'stable' if st.get('stable') else 'ephemeral'}  "
-          f"up {st.get('uptime_s')} s  known peers {st.get('known_peers')}  bridges {st.get('bridges')}")
+    print(
+        f"node {str(st.get('node_id', '?'))[:16]}…  {'stable' if st.get('stable') else 'ephemeral'}  "
+        f"up {st.get('uptime_s')} s  known peers {st.get('known_peers')}  bridges {st.get('bridges')}"
+    )
     links = st.get("links") or []
     print(f"links: {len(links)}")
     for ln in links:
-        print(f"  {ln['peer']}…  {'guard ' if ln['guard'] else ''}{'out' if ln['initiator'] else 'in'}  "
-              f"age {ln['age_s']} s")
+        print(
+            f"  {ln['peer']}…  {'guard ' if ln['guard'] else ''}{'out' if ln['initiator'] else 'in'}  "
+            f"age {ln['age_s']} s"
+        )
     print(f"circuits: {st.get('circuits')} built here, {st.get('relayed_circuits')} relayed")
     if st.get("socks"):
         print(f"socks: {st['socks']}")

@@ -65,7 +65,9 @@ DATA = int(RelayCommand.DATA)
 DATA_LIKE = frozenset({int(RelayCommand.DATA), int(RelayCommand.DB_DATA)})
 PRIVATE_BASE = 200
 #: DB messages whose first appearance on a stream id opens a DB stream at an endpoint.
-DB_OPENING = frozenset({int(RelayCommand.DB_INFO), int(RelayCommand.DB_QUERY), int(RelayCommand.DB_CONNECTED)})
+DB_OPENING = frozenset(
+    {int(RelayCommand.DB_INFO), int(RelayCommand.DB_QUERY), int(RelayCommand.DB_CONNECTED)}
+)
 
 
 class CircuitViolation(Exception):
@@ -368,7 +370,9 @@ class OnionNode:
         idx = hop % len(circ.hops)
         edge = circ.hops[idx]
         sid = self._alloc_stream_id(circ, edge)
-        edge.streams[sid] = Stream(sid, StreamState.OPEN, data_cmd=RelayCommand.DB_DATA, end_cmd=RelayCommand.DB_END)
+        edge.streams[sid] = Stream(
+            sid, StreamState.OPEN, data_cmd=RelayCommand.DB_DATA, end_cmd=RelayCommand.DB_END
+        )
         self._op_send(circ, idx, command, sid, body)
         return sid
 
@@ -537,7 +541,9 @@ class OnionNode:
         ch.circ_ids.add(cid)
         ch.send_cell(cid, CellCommand.CREATED2, Created2(reply).encode_payload(), self._now)
         if self.recorder is not None:
-            self.recorder({"kind": "circuit", "circ": h, "prev": ch.peer.node_id if ch.peer else b"", "next": None})
+            self.recorder(
+                {"kind": "circuit", "circ": h, "prev": ch.peer.node_id if ch.peer else b"", "next": None}
+            )
 
     def _on_created2(self, chan: int, cell: Cell, handle: int | None) -> None:
         if handle is None:
@@ -636,7 +642,9 @@ class OnionNode:
             raise CircuitViolation("EXTEND2 to a peer we have no link to", DestroyReason.CONNECTFAILED)
         nch = self.channels[target]
         if self.recorder is not None:
-            self.recorder({"kind": "extend", "circ": circ.handle, "next": nch.peer.node_id if nch.peer else b""})
+            self.recorder(
+                {"kind": "extend", "circ": circ.handle, "next": nch.peer.node_id if nch.peer else b""}
+            )
         nid = nch.allocate_circ_id(self._rand)
         circ.next_chan, circ.next_id, circ.extending = target, nid, True
         self._route[(target, nid)] = circ.handle
@@ -649,8 +657,9 @@ class OnionNode:
         body = p[11 : 11 + length]
         origin = isinstance(circ, OriginCircuit)
         if self.recorder is not None:
-            self.recorder({"kind": "payload", "circ": circ.handle, "hop": hop, "cmd": cmd, "stream": sid,
-                           "data": body})
+            self.recorder(
+                {"kind": "payload", "circ": circ.handle, "hop": hop, "cmd": cmd, "stream": sid, "data": body}
+            )
         if cmd in DATA_LIKE:
             if sid == 0:
                 raise CircuitViolation("DATA on stream 0", DestroyReason.PROTOCOL)
@@ -740,8 +749,9 @@ class OnionNode:
             if sid and st is None:
                 if origin:
                     raise CircuitViolation("a DB message on a stream this OP did not open")
-                edge.streams[sid] = Stream(sid, StreamState.OPEN, data_cmd=RelayCommand.DB_DATA,
-                                           end_cmd=RelayCommand.DB_END)
+                edge.streams[sid] = Stream(
+                    sid, StreamState.OPEN, data_cmd=RelayCommand.DB_DATA, end_cmd=RelayCommand.DB_END
+                )
             elif st is not None and st.state is StreamState.HALF_CLOSED:
                 return
             self._events.append(ev.RelayMessageReceived(circ.handle, hop, cmd, sid, body))

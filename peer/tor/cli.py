@@ -35,8 +35,12 @@ class _Progress:
         pct = f"{100 * got / total:5.1f}% of {total / 1e6:.1f} MB" if total else f"{got / 1e6:.1f} MB"
         eta = f", ETA {max(0.0, (total - got) / rate):.0f} s" if total and rate > 0 else ""
         line = f"  {pct}  {rate / 1e6:.2f} MB/s{eta}"
-        print(("\r" + line) if self.tty else line, end="" if self.tty and not final else "\n",
-              file=sys.stderr, flush=True)
+        print(
+            ("\r" + line) if self.tty else line,
+            end="" if self.tty and not final else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 async def _directory(args: argparse.Namespace) -> tuple[DirectoryClient, Path]:
@@ -67,12 +71,15 @@ async def _get(args: argparse.Namespace) -> int:
         target = u.path or "/"
         if u.query:
             target += "?" + u.query
-        await stream.write(f"GET {target} HTTP/1.0\r\nHost: {u.hostname}\r\nUser-Agent: peersm\r\n\r\n".encode())
+        await stream.write(
+            f"GET {target} HTTP/1.0\r\nHost: {u.hostname}\r\nUser-Agent: peersm\r\n\r\n".encode()
+        )
         out_path: Path | None = args.output
         tmp = out_path.with_name(f".{out_path.name}.part") if out_path else None
         sink_file = open(tmp, "wb") if tmp else None  # noqa: SIM115
         progress = _Progress()
         try:
+
             def sink(data: bytes) -> None:
                 if sink_file is not None:
                     sink_file.write(data)

@@ -9,7 +9,6 @@ core as our peer network (CREATE2/EXTEND2 with ntor, tor1, SENDME v1).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import os
@@ -83,8 +82,9 @@ class TorClient:
         self.allow_same_subnet = allow_same_subnet
         self.clock = clock
         # Our node never accepts CREATE2 from tor relays; its NodeID is random and unused.
-        self.node = OnionNode(node_id=os.urandom(20), ntor_keys={}, randbytes=os.urandom,
-                              config=NodeConfig(auto_consume=False))
+        self.node = OnionNode(
+            node_id=os.urandom(20), ntor_keys={}, randbytes=os.urandom, config=NodeConfig(auto_consume=False)
+        )
         self.driver = NodeDriver(self.node)
         self._chans: dict[bytes, int] = {}
         self._exits: dict[int, Relay] = {}  # open circuits and their exits, reused for streams
@@ -101,8 +101,15 @@ class TorClient:
         return chan
 
     def choose_path(self, port: int, hops: int = 3) -> tuple[Relay, ...]:
-        return select_path(self.directory, port, guards=self.guards, rng=self.rng, now=self.clock(), hops=hops,
-                           allow_same_subnet=self.allow_same_subnet)
+        return select_path(
+            self.directory,
+            port,
+            guards=self.guards,
+            rng=self.rng,
+            now=self.clock(),
+            hops=hops,
+            allow_same_subnet=self.allow_same_subnet,
+        )
 
     async def build_circuit(self, path: tuple[Relay, ...], timeout: float = 60.0) -> int:
         chan = await self.channel_to(path[0])
@@ -126,8 +133,9 @@ class TorClient:
         await self.driver.close()
 
 
-async def read_http_response(stream: OnionStream, on_progress: Callable[[int, int | None], None],
-                             sink: Callable[[bytes], None]) -> tuple[int, dict[str, str]]:
+async def read_http_response(
+    stream: OnionStream, on_progress: Callable[[int, int | None], None], sink: Callable[[bytes], None]
+) -> tuple[int, dict[str, str]]:
     """Read an HTTP/1.0 response from ``stream``: returns (status, headers); the body goes to ``sink``."""
     head = b""
     while b"\r\n\r\n" not in head:
@@ -165,5 +173,3 @@ async def read_http_response(stream: OnionStream, on_progress: Callable[[int, in
     if total is not None and got != total:
         raise HandshakeError(f"the body ended after {got} of {total} bytes")
     return status, headers
-
-

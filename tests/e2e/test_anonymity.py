@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from peer.apiclient import ApiClient
 from peer.anonymity import Views
+from peer.apiclient import ApiClient
 from peer.testnet import NetSpec, launch_testnet, stop_testnet
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,10 @@ def share_and_get(net: dict[str, Any], tmp: Path, holder: int, requester: int, n
         assert time.monotonic() < deadline, s
         time.sleep(0.3)
     assert s["state"] == "complete", s
-    assert hashlib.sha256((tmp / (name + ".out")).read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+    assert (
+        hashlib.sha256((tmp / (name + ".out")).read_bytes()).digest()
+        == hashlib.sha256(src.read_bytes()).digest()
+    )
     return bytes.fromhex(s["id"])
 
 

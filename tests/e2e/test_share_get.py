@@ -35,7 +35,9 @@ HOLDER, CORRUPT, HOLDER2, REQUESTER, RESUMER = 1, 5, 3, 6, 2
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("net")
     state = launch_testnet(
-        NetSpec(peers=8, dir=d, links=3, exits=0, stable=True, peer_args={CORRUPT: ("--test-corrupt-pieces",)})
+        NetSpec(
+            peers=8, dir=d, links=3, exits=0, stable=True, peer_args={CORRUPT: ("--test-corrupt-pieces",)}
+        )
     )
     state["dir"] = d
     yield state
@@ -100,7 +102,9 @@ def test_share_and_get_50mb(net: dict[str, Any], tmp_path: Path) -> None:
     assert s["state"] == "complete", s
     assert sha(tmp_path / "big.out") == digest
     assert s["ordbs"] >= 2, s  # at least 2 circuits to different ORDBs
-    print(f"\n50 MB in {dt:.1f} s ({50 / dt:.2f} MB/s) over {s['ordbs']} ORDBs, first byte {s['first_byte_s']:.2f} s")
+    print(
+        f"\n50 MB in {dt:.1f} s ({50 / dt:.2f} MB/s) over {s['ordbs']} ORDBs, first byte {s['first_byte_s']:.2f} s"
+    )
 
 
 def test_lying_holder_is_dropped(net: dict[str, Any], tmp_path: Path) -> None:
@@ -140,6 +144,7 @@ def test_requester_killed_and_resumed(net: dict[str, Any], tmp_path: Path) -> No
     time.sleep(3)
     c = api(net, RESUMER)
     s = c.post("/api/downloads", {"link": link, "output": str(tmp_path / "f4.out")})
+
     def quarter() -> bool:
         cur = c.get(f"/api/downloads/{s['id']}")
         if cur["state"] == "failed":
@@ -160,9 +165,20 @@ def test_requester_killed_and_resumed(net: dict[str, Any], tmp_path: Path) -> No
     have0 = downloads[0]["have"] if downloads else 0  # what survived the kill, verified in the store
     # `peersm get` attaches to the download the restarted peer resumed on its own
     r = subprocess.run(
-        [sys.executable, "-m", "peer.cli", "get", link, "-o", str(tmp_path / "f4.out"), "--data",
-         str(entry["data_dir"])],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "peer.cli",
+            "get",
+            link,
+            "-o",
+            str(tmp_path / "f4.out"),
+            "--data",
+            str(entry["data_dir"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert r.returncode == 0, r.stderr
     assert sha(tmp_path / "f4.out") == digest

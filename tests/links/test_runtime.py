@@ -66,7 +66,7 @@ async def test_tampered_offer_is_refused_and_no_circuit_uses_it(tmp_path: Path) 
         assert "does not open" in reasons or "not reachable" in reasons or "TimeoutError" in reasons
         assert all(not p.links.neighbours for p in peers)
         assert all(not p.node.circuits for p in peers)
-        with pytest.raises(Exception, match="guard|path"):
+        with pytest.raises(PathError, match=r"guard|path"):
             await peers[0].build_circuit(hops=1, want_exit=False)
     finally:
         for p in peers:

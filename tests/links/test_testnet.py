@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from peer.apiclient import ApiClient
-from peer.testnet import NetSpec, stop_testnet, launch_testnet
+from peer.testnet import NetSpec, launch_testnet, stop_testnet
 
 pytestmark = pytest.mark.e2e
 CURL = shutil.which("curl")
@@ -60,10 +60,23 @@ def op_status(state: dict[str, object]) -> dict[str, object]:
     return ApiClient.from_data_dir(Path(peer0["data_dir"])).get("/api/status")
 
 
-def curl(socks: str, url: str, out: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+def curl(
+    socks: str, url: str, out: Path, *extra: str, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
     assert CURL is not None
     return subprocess.run(
-        [CURL, "-sS", "--max-time", str(int(timeout)), "--socks5-hostname", socks, url, "-o", str(out), *extra],
+        [
+            CURL,
+            "-sS",
+            "--max-time",
+            str(int(timeout)),
+            "--socks5-hostname",
+            socks,
+            url,
+            "-o",
+            str(out),
+            *extra,
+        ],
         capture_output=True,
         timeout=timeout + 10,
     )
@@ -101,9 +114,21 @@ def test_killed_middle_peer(tmp_path: Path, www: tuple[int, bytes]) -> None:
         socks = str(peers[0]["socks"])  # type: ignore[index]
         # a slow download keeps the circuit busy while we kill its middle hop
         slow = subprocess.Popen(
-            [str(CURL), "-sS", "--max-time", "60", "--limit-rate", "300k", "--socks5-hostname", socks,
-             f"http://127.0.0.1:{port}/big.bin", "-o", str(tmp_path / "slow.out")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                str(CURL),
+                "-sS",
+                "--max-time",
+                "60",
+                "--limit-rate",
+                "300k",
+                "--socks5-hostname",
+                socks,
+                f"http://127.0.0.1:{port}/big.bin",
+                "-o",
+                str(tmp_path / "slow.out"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         path: list[str] = []
         for _ in range(100):
