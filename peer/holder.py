@@ -81,6 +81,7 @@ class HolderService:
         self.circuits: dict[int, AnnounceCircuit] = {}
         self.serving: dict[Stream, Serving] = {}
         self.announced: dict[bytes, int] = {}  # hash_name -> last announced quarter (1..4)
+        self.held: set[bytes] = set()  # every hash_name we hold some of (announced or about to be)
         self._tasks: set[asyncio.Task[None]] = set()
         self.served_pieces = 0
 
@@ -92,6 +93,7 @@ class HolderService:
 
     def announce_soon(self, hash_name: bytes) -> None:
         """Announce (or update) a hash_name after a random delay (DB_INFO must not time a download)."""
+        self.held.add(hash_name)
         self._spawn(self._announce(hash_name))
 
     async def _announce(self, hash_name: bytes) -> None:
@@ -178,23 +180,42 @@ class HolderService:
         return False
 
     # ---- serving -------------------------------------------------------------------------------
+    async def _payload(self, q: DbQuery) -> tuple[int, bytes]:
+        """The delivery for a query: the manifest, or the framed pieces with their proofs."""
+        manifest = await self.store.get_manifest(q.hash_name)
+        if q.wants_manifest:
+            return DeliveryKind.MANIFEST, manifest
+        count = min(q.count, MAX_PIECES_PER_QUERY)
+        pieces = await self.store.get_pieces(q.hash_name, q.first, q.first + count - 1)
+        if len(pieces) < count:
+            raise LookupError("pieces missing")
+        frames = []
+        for i, data, proof in pieces:
+            if self.corrupt:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            frames.append(PieceFrame(i, proof.encode(), data).encode())
+        return DeliveryKind.PIECES, b"".join(frames)
+
+    async def _deliver(self, circ: int, sid: int, payload: bytes, txid: bytes) -> None:
+        s = Serving((circ, sid), asyncio.current_task())
+        self.serving[(circ, sid)] = s
+        try:
+            for i in range(0, len(payload), SEND_CHUNK):
+                if not self.node.stream_send(circ, sid, payload[i : i + SEND_CHUNK]):
+                    s.writable.clear()
+                    self._kick()
+                    await s.writable.wait()
+                self._kick()
+            self.node.db_end(circ, sid, DbEnd(DbEndReason.FINISHED, txid).encode())
+            self._kick()
+        except PeerError:
+            pass
+        finally:
+            self.serving.pop((circ, sid), None)
+
     async def _serve(self, circ: int, q: DbQuery) -> None:
         try:
-            manifest = await self.store.get_manifest(q.hash_name)
-            if q.wants_manifest:
-                kind, payload = DeliveryKind.MANIFEST, manifest
-            else:
-                count = min(q.count, MAX_PIECES_PER_QUERY)
-                pieces = await self.store.get_pieces(q.hash_name, q.first, q.first + count - 1)
-                if len(pieces) < count:
-                    raise LookupError("pieces missing")
-                frames = []
-                for i, data, proof in pieces:
-                    if self.corrupt:
-                        data = bytes([data[0] ^ 0xFF]) + data[1:]
-                    frames.append(PieceFrame(i, proof.encode(), data).encode())
-                payload = b"".join(frames)
-                kind = DeliveryKind.PIECES
+            kind, payload = await self._payload(q)
         except (PeerError, LookupError):
             if circ in self.node.circuits:
                 sid = self.node.open_db_stream(
@@ -207,25 +228,38 @@ class HolderService:
             return
         if circ not in self.node.circuits:
             return
-        hello = DbConnected(q.txid, kind, q.first, q.count, len(payload))
+        hello = DbConnected(q.txid, kind, q.first, min(q.count, MAX_PIECES_PER_QUERY), len(payload))
         sid = self.node.open_db_stream(circ, RelayCommand.DB_CONNECTED, hello.encode())
-        s = Serving((circ, sid), asyncio.current_task())
-        self.serving[(circ, sid)] = s
+        await self._deliver(circ, sid, payload, q.txid)
+        if kind == DeliveryKind.PIECES:
+            self.served_pieces += q.count
+
+    async def has(self, q: DbQuery) -> bool:
+        """Do we hold what a query asks for (the manifest, or every piece of the run)?"""
         try:
-            for i in range(0, len(payload), SEND_CHUNK):
-                if not self.node.stream_send(circ, sid, payload[i : i + SEND_CHUNK]):
-                    s.writable.clear()
-                    self._kick()
-                    await s.writable.wait()
-                self._kick()
-            self.node.db_end(circ, sid, DbEnd(DbEndReason.FINISHED, q.txid).encode())
-            if kind == DeliveryKind.PIECES:
-                self.served_pieces += q.count
-            self._kick()
+            have = await self.store.have(q.hash_name)
         except PeerError:
-            pass
-        finally:
-            self.serving.pop((circ, sid), None)
+            return False
+        if q.wants_manifest:
+            return True
+        return all(i in have for i in range(q.first, q.first + min(q.count, MAX_PIECES_PER_QUERY)))
+
+    async def serve_here(self, stream: tuple[int, int], q: DbQuery) -> None:
+        """As an ORDB that holds the content itself: answer on the requester's query stream.
+
+        (Forwarding the query would show the next ORDB our identity next to a hash_name we hold.)"""
+        circ, sid = stream
+        try:
+            kind, payload = await self._payload(q)
+        except (PeerError, LookupError):
+            self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE).encode())
+            self._kick()
+            return
+        hello = DbConnected(bytes(16), kind, q.first, min(q.count, MAX_PIECES_PER_QUERY), len(payload))
+        self.node.send_relay(circ, RelayCommand.DB_CONNECTED, sid, hello.encode())
+        await self._deliver(circ, sid, payload, bytes(16))
+        if kind == DeliveryKind.PIECES:
+            self.served_pieces += q.count
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]

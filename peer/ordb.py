@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from peer.errors import PeerError, WireError
 from peer.proto import events as ev
@@ -71,6 +72,16 @@ class Query:
     delivered: int = 0
 
 
+class LocalContent(Protocol):
+    """What this peer itself holds or fetches (the runtime's holder and downloads)."""
+
+    def involved(self, hash_name: bytes) -> bool: ...
+
+    async def has(self, q: DbQuery) -> bool: ...
+
+    async def serve_here(self, stream: Stream, q: DbQuery) -> None: ...
+
+
 class OrdbService:
     """The ORDB half of a peer.  Feed it every event of the node; it answers through the node."""
 
@@ -82,6 +93,7 @@ class OrdbService:
         find_providers: Callable[[bytes], Awaitable[list[object]]] | None = None,
         forward: Callable[[object, bytes], Awaitable[Stream | None]] | None = None,
         publish_provider: Callable[[bytes], Awaitable[None]] | None = None,
+        local: LocalContent | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.node = node
@@ -89,6 +101,7 @@ class OrdbService:
         self._find_providers = find_providers
         self._forward = forward
         self._publish = publish_provider
+        self._local = local
         self.rng = rng or random.Random()
         self.holders: dict[bytes, list[Holder]] = {}
         self.announce: dict[Stream, dict[bytes, Holder]] = {}
@@ -196,7 +209,25 @@ class OrdbService:
             return
         q = Query(key, msg)
         self.queries[key] = q
+        if self._local is not None and self._local.involved(msg.hash_name):
+            self._spawn(self._answer_locally(q))
+            return
         self._dispatch(q)
+
+    async def _answer_locally(self, q: Query) -> None:
+        """We hold (or fetch) this hash_name ourselves: answer from our store or say UNAVAILABLE,
+        never forward (the next ORDB would see our identity next to a hash_name we hold or want)."""
+        assert self._local is not None
+        if await self._local.has(q.msg):
+            self.stats["answered"] += 1
+            q.source = q.stream  # marks it paired; the delivery runs on the query stream itself
+            await self._local.serve_here(q.stream, q.msg)
+            self.queries.pop(q.stream, None)
+            return
+        if self.holders.get(q.msg.hash_name):
+            self._dispatch(q)  # other holders announced to us: pairing shows them nothing of us
+            return
+        self._finish(q, DbEndReason.UNAVAILABLE)
 
     def _dispatch(self, q: Query) -> None:
         holder = self._pick(q)

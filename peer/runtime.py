@@ -40,6 +40,7 @@ from peer.transport.webrtc import WebRtcConfig
 from peer.wire.cells import Introduce, Introduced, decode_message  # noqa: F401  (decode kept for callers)
 from peer.wire.commands import CellCommand, RelayCommand
 from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
+from peer.wire.ordb import DbQuery
 from storage.chunkstore import ChunkStore
 from storage.links import ShareLink
 
@@ -143,6 +144,7 @@ class Peer:
             find_providers=self._find_providers,
             forward=self._forward_query,
             publish_provider=self._publish_provider,
+            local=_LocalContent(self),
             rng=self.rng,
         )
         self.holder: HolderService | None = None
@@ -750,6 +752,26 @@ class Peer:
             "downloads": [d.summary() for d in self.downloads.values()],
             "served_pieces": self.holder.served_pieces if self.holder else 0,
         }
+
+
+class _LocalContent:
+    """The ORDB's view of what this peer itself holds or fetches."""
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+
+    def involved(self, hash_name: bytes) -> bool:
+        p = self._peer
+        if hash_name in p.downloads:
+            return True
+        return p.holder is not None and hash_name in p.holder.held
+
+    async def has(self, q: DbQuery) -> bool:
+        return self._peer.holder is not None and await self._peer.holder.has(q)
+
+    async def serve_here(self, stream: tuple[int, int], q: DbQuery) -> None:
+        assert self._peer.holder is not None
+        await self._peer.holder.serve_here(stream, q)
 
 
 @dataclass(eq=False)
