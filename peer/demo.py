@@ -97,10 +97,10 @@ def _report(v: Views, h: bytes) -> None:
         content = v.saw_content(name, h)
         parts = []
         if knows_req:
-            parts.append("the requester's address (a neighbour)")
+            parts.append("the requester's address (linked to it)")
         if knows_hol:
-            parts.append("the holder's address (a neighbour)")
-        parts.append("the hash_name" if content else "not the hash_name")
+            parts.append("the holder's address (linked to it)")
+        parts.append("the hash_name (as an ORDB)" if content else "not the hash_name")
         _say(f"  {name:7} saw {', '.join(parts)}")
     leaks = v.who_links(req, h) + v.who_links(hol, h)
     _say(
