@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -112,6 +113,7 @@ class OrdbService:
         self.stats = {"queries": 0, "answered": 0, "forwarded": 0, "unavailable": 0, "bad_piece_drops": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self.last_forward_error = ""
+        self.retired_txids: deque[bytes] = deque(maxlen=256)
 
     # ---- dispatch ----------------------------------------------------------------------------
     def owns(self, stream: Stream) -> bool:
@@ -292,6 +294,7 @@ class OrdbService:
             self.node.db_end(q.source[0], q.source[1], DbEnd(DbEndReason.RESET, q.txid).encode())
             q.source = None
         self.by_txid.pop(q.txid, None)
+        self.retired_txids.append(q.txid)  # a late answer to it gets DB_END RESET
         q.holder = None
         q.unacked = 0
         self._dispatch(q)
@@ -302,7 +305,9 @@ class OrdbService:
             msg = DbConnected.decode(data)
             q = self.by_source.get(key) or self.by_txid.pop(msg.txid, None)
             if q is None or q.stream not in self.queries:
-                self.node.db_end(key[0], key[1], DbEnd(DbEndReason.FINISHED, msg.txid).encode())
+                # a late answer: another holder took over (failover) or the requester left
+                reason = DbEndReason.RESET if msg.txid in self.retired_txids else DbEndReason.FINISHED
+                self.node.db_end(key[0], key[1], DbEnd(reason, msg.txid).encode())
                 self._kick()
                 return True
             if q.timer is not None:
