@@ -41,6 +41,7 @@ Stream = tuple[int, int]
 SLOTS_PER_CIRCUIT = 2
 MAX_BLOCK = 32  # pieces per query
 STALL_AFTER = 8.0  # seconds without data before a query is abandoned
+FIRST_ANSWER_WITHIN = 30.0  # seconds for the first DB_CONNECTED of a query
 SLOW_FACTOR = 0.3  # a circuit slower than this fraction of the best is replaced
 MIN_AGE_FOR_SLOW = 4.0
 STORE_BATCH = 16
@@ -274,7 +275,7 @@ class Download:
         if fc.retired:
             return
         fc.retired = True
-        self.cooldown[fc.ordb] = self.clock() + RETIRE_COOLDOWN
+        self.cooldown[fc.ordb] = self.clock() + RETIRE_COOLDOWN * (1 + fc.failures)
         self.progress.replaced += 1
         log.debug("replacing a circuit: %s", why)
         for q in list(fc.queries.values()):
@@ -287,7 +288,10 @@ class Download:
         live = [c for c in self.circuits.values() if not c.retired and c.circ in self.node.circuits]
         for fc in live:
             for q in list(fc.queries.values()):
-                if now - max(q.sent, q.last_data) > STALL_AFTER:
+                # before its first answer a query may be travelling to another ORDB (which may
+                # have to open a link first): give it longer than a delivery that went quiet
+                limit = STALL_AFTER if q.connected is not None else FIRST_ANSWER_WITHIN
+                if now - max(q.sent, q.last_data) > limit:
                     fc.failures += 1
                     self._drop_query(q, DbEndReason.FINISHED)
             if fc.failures >= 2:
@@ -517,9 +521,13 @@ class Download:
         try:
             verify_pieces(self.manifest, [(index, piece, proof)])
         except (IntegrityError, PeerError, ValueError):
-            # a lying holder: report it (the ORDB drops it for this hash_name), fetch elsewhere
+            # a lying holder: report it (the ORDB drops it for this hash_name), fetch elsewhere; a
+            # circuit that keeps bringing bad pieces (its ORDB may be the liar) is replaced
             self.progress.bad_pieces += 1
-            self._drop_query(q, DbEndReason.BAD_PIECE)
+            q.circuit.failures += 1
+            self._drop_query(q, DbEndReason.BAD_PIECE)  # sent before any DESTROY: the ORDB sees it
+            if q.circuit.failures >= 2:
+                self._retire(q.circuit, "it delivered pieces that failed verification")
             return
         self._pending.append((index, piece, proof, q))
         self.missing.discard(index)

@@ -150,6 +150,7 @@ class Peer:
         self.holder: HolderService | None = None
         self.downloads: dict[bytes, DownloadTask] = {}
         self._forward_circuits: dict[bytes, int] = {}  # remote ORDB -> our 1-hop circuit to it
+        self._forward_locks: dict[bytes, asyncio.Lock] = {}
 
     # ---- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -172,6 +173,7 @@ class Peer:
             build_ordb_circuit=self.build_ordb_circuit,
             rng=self.rng,
             announce_delay=config.announce_delay,
+            ordbs_per_share=3,
             corrupt=config.corrupt_pieces,
         )
         dcfg = DhtConfig(bucket_prefix_limit=2 if config.subnet_rule else 0)
@@ -505,14 +507,16 @@ class Peer:
     async def open_stream(self, host: str, port: int) -> OnionStream:
         """A stream to host:port through a 3-hop circuit to an exit peer (reused while it lives)."""
         last: Exception | None = None
-        for attempt in range(3):
+        for attempt in range(6):
             circ = next((c for c in reversed(self._circuits) if c in self.node.circuits), None)
             if circ is None or attempt:
                 try:
                     circ, _path = await self.build_circuit()
                 except (PathError, CircuitError) as exc:
                     last = exc
-                    await asyncio.sleep(0.5)
+                    log.warning("no circuit for a stream yet (attempt %d): %s", attempt + 1, exc)
+                    await asyncio.sleep(1.0)
+                    await self._refresh_view()
                     continue
             try:
                 return await self.driver.open_stream(circ, host, port)
@@ -617,24 +621,26 @@ class Peer:
     async def _forward_query(self, prov: object, body: bytes) -> tuple[int, int] | None:
         """ORDB to ORDB (DESIGN §6): link to the ORDB found in the DHT, 1-hop circuit, forward."""
         assert isinstance(prov, ProviderRecord)
-        chan = self.links.chan_of(prov.node_id, ordb=True)
-        if chan is None:
-            via = self._signaller_for(prov)  # type: ignore[arg-type]
-            if via is None:
-                return None
-            await self.links.connect(prov, via, purpose=1)  # type: ignore[arg-type]
+        lock = self._forward_locks.setdefault(prov.node_id, asyncio.Lock())
+        async with lock:  # one link setup per remote ORDB at a time; later queries reuse it
             chan = self.links.chan_of(prov.node_id, ordb=True)
             if chan is None:
-                return None
-        circ = self._forward_circuits.get(prov.node_id)
-        if circ is None or circ not in self.node.circuits:  # one 1-hop circuit per remote ORDB, reused
-            hop = HopSpec(
-                prov.node_id,
-                prov.ntor_key,
-                (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)),
-            )
-            circ = await self.driver.build_circuit(chan, [hop], timeout=20)
-            self._forward_circuits[prov.node_id] = circ
+                via = self._signaller_for(prov)  # type: ignore[arg-type]
+                if via is None:
+                    return None
+                await self.links.connect(prov, via, purpose=1)  # type: ignore[arg-type]
+                chan = self.links.chan_of(prov.node_id, ordb=True)
+                if chan is None:
+                    return None
+            circ = self._forward_circuits.get(prov.node_id)
+            if circ is None or circ not in self.node.circuits:  # one 1-hop circuit per remote ORDB
+                hop = HopSpec(
+                    prov.node_id,
+                    prov.ntor_key,
+                    (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)),
+                )
+                circ = await self.driver.build_circuit(chan, [hop], timeout=20)
+                self._forward_circuits[prov.node_id] = circ
         sid = self.node.open_db_stream(circ, RelayCommand.DB_QUERY, body)
         self.driver._kick()
         return circ, sid
