@@ -71,6 +71,7 @@ class Query:
     timer: asyncio.TimerHandle | None = None
     unacked: int = 0  # DB_DATA cells received from the source and not yet acknowledged
     delivered: int = 0
+    forwarded_to: Stream | None = None  # our stream to another ORDB, when we forwarded
 
 
 class LocalContent(Protocol):
@@ -114,6 +115,7 @@ class OrdbService:
         self._tasks: set[asyncio.Task[None]] = set()
         self.last_forward_error = ""
         self.retired_txids: deque[bytes] = deque(maxlen=256)
+        self.finished: dict[Stream, Query] = {}  # recently finished queries (bounded)
 
     # ---- dispatch ----------------------------------------------------------------------------
     def owns(self, stream: Stream) -> bool:
@@ -276,6 +278,7 @@ class OrdbService:
             if source is not None:
                 self.stats["forwarded"] += 1
                 q.source = source
+                q.forwarded_to = source
                 self.by_source[source] = q
                 return
         self._finish(q, DbEndReason.UNAVAILABLE)
@@ -346,14 +349,14 @@ class OrdbService:
     def _on_requester_end(self, key: Stream, end: DbEnd) -> None:
         q = self.queries.pop(key, None)
         if q is None:
+            late = self.finished.pop(key, None)
+            if late is not None and end.reason == DbEndReason.BAD_PIECE:
+                self._bad_piece(late)  # the requester verified after we had finished splicing
             return
         if q.timer is not None:
             q.timer.cancel()
-        if end.reason == DbEndReason.BAD_PIECE and q.holder is not None:
-            # the requester got a piece that failed verification: this holder circuit no longer
-            # serves this hash_name here
-            self.stats["bad_piece_drops"] += 1
-            self._drop_holder(q.msg.hash_name, q.holder)
+        if end.reason == DbEndReason.BAD_PIECE:
+            self._bad_piece(q)
         if q.holder is not None:
             q.holder.load = max(0, q.holder.load - 1)
         if q.source is not None:
@@ -364,10 +367,23 @@ class OrdbService:
         self.by_txid.pop(q.txid, None)
         self._kick()
 
+    def _bad_piece(self, q: Query) -> None:
+        """The requester got a piece that failed verification: the holder circuit that served it no
+        longer serves this hash_name here; a forwarded query passes the report on."""
+        if q.holder is not None and q.holder.stream != (0, 0):
+            self.stats["bad_piece_drops"] += 1
+            self._drop_holder(q.msg.hash_name, q.holder)
+        elif q.forwarded_to is not None and q.forwarded_to[0] in self.node.circuits:
+            self.node.db_end(q.forwarded_to[0], q.forwarded_to[1], DbEnd(DbEndReason.BAD_PIECE).encode())
+            self._kick()
+
     def _finish(self, q: Query, reason: int) -> None:
         if reason == DbEndReason.UNAVAILABLE:
             self.stats["unavailable"] += 1
         self.queries.pop(q.stream, None)
+        self.finished[q.stream] = q  # a late DB_END BAD_PIECE may still come for it
+        while len(self.finished) > 1024:
+            self.finished.pop(next(iter(self.finished)))
         if q.timer is not None:
             q.timer.cancel()
         if q.holder is not None:

@@ -565,17 +565,22 @@ class Peer:
             self.rng.shuffle(cands)
             linked_guards = [g for g in self.guards if g in self.links.neighbours]
             for target in cands:
-                try:
-                    path = select_path_to(
-                        self.view,
-                        target,
-                        own_node_id=self.keys.node_id,
-                        first_hops=linked_guards,
-                        rng=self.rng,
-                        subnet_rule=self.config.subnet_rule,
-                    )
-                except PathError as exc:
-                    errors.append(str(exc))
+                path = None
+                for before in (2, 3):  # at least 2 hops before an ORDB; 3 when the graph needs it
+                    try:
+                        path = select_path_to(
+                            self.view,
+                            target,
+                            own_node_id=self.keys.node_id,
+                            first_hops=linked_guards,
+                            rng=self.rng,
+                            before=before,
+                            subnet_rule=self.config.subnet_rule,
+                        )
+                        break
+                    except PathError as exc:
+                        errors.append(str(exc))
+                if path is None:
                     continue
                 chan = self.links.chan_of(path[0].node_id)
                 if chan is None:
@@ -773,7 +778,10 @@ class _LocalContent:
         return p.holder is not None and hash_name in p.holder.held
 
     async def has(self, q: DbQuery) -> bool:
-        return self._peer.holder is not None and await self._peer.holder.has(q)
+        holder = self._peer.holder
+        if holder is None or holder.corrupt:  # test-only liar: lies as a holder, never as an ORDB
+            return False
+        return await holder.has(q)
 
     async def serve_here(self, stream: tuple[int, int], q: DbQuery) -> None:
         assert self._peer.holder is not None

@@ -758,7 +758,9 @@ class OnionNode:
             return
         if cmd == RelayCommand.DB_END:
             st = edge.streams.pop(sid, None) if sid else None
-            if st is not None and st.state is not StreamState.HALF_CLOSED:
+            if st is not None:
+                # passed up even when we had ended the stream already: a late DB_END BAD_PIECE
+                # still tells the ORDB which delivery was bad
                 self._events.append(ev.RelayMessageReceived(circ.handle, hop, cmd, sid, body))
             return  # a DB_END for a stream already gone is dropped (both ends may end at once)
         if cmd >= PRIVATE_BASE:
