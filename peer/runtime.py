@@ -246,7 +246,7 @@ class Peer:
     async def _republisher(self) -> None:
         while True:
             await self._record_dirty.wait()
-            await asyncio.sleep(0.2)  # coalesce bursts of link changes
+            await asyncio.sleep(2.0)  # coalesce bursts of link changes (bridges rate-limit registrations)
             self._record_dirty.clear()
             await self._publish()
 
@@ -318,6 +318,10 @@ class Peer:
             await asyncio.sleep(self.config.maintain_every)
             if time.monotonic() - last_refresh > self.config.view_refresh:
                 last_refresh = time.monotonic()
+                for url in self.config.bridges:  # a bridge that dropped us: register again
+                    if url not in self.bridges or self.bridges[url].closed:
+                        self.bridges.pop(url, None)
+                        await self._connect_bridge(url)
                 await self._refresh_view()
             want = [g for g in self.guards if g not in self.links.neighbours]
             recs = [r for r in self.view.all() if r.node_id not in self.links.neighbours]

@@ -242,7 +242,15 @@ class OnionNode:
         circ.pending = state
         ch.send_cell(cid, CellCommand.CREATE2, Create2(HTYPE_NTOR, onionskin).encode_payload(), self._now)
         if self.recorder is not None:
-            self.recorder({"kind": "circuit", "circ": handle, "prev": "self", "next": path[0].node_id})
+            self.recorder(
+                {
+                    "kind": "circuit",
+                    "circ": handle,
+                    "prev": "self",
+                    "next": path[0].node_id,
+                    "next_circ_id": cid,
+                }
+            )
         return handle
 
     def _extend_next(self, circ: OriginCircuit) -> None:
@@ -542,7 +550,13 @@ class OnionNode:
         ch.send_cell(cid, CellCommand.CREATED2, Created2(reply).encode_payload(), self._now)
         if self.recorder is not None:
             self.recorder(
-                {"kind": "circuit", "circ": h, "prev": ch.peer.node_id if ch.peer else b"", "next": None}
+                {
+                    "kind": "circuit",
+                    "circ": h,
+                    "prev": ch.peer.node_id if ch.peer else b"",
+                    "next": None,
+                    "prev_circ_id": cid,
+                }
             )
 
     def _on_created2(self, chan: int, cell: Cell, handle: int | None) -> None:
