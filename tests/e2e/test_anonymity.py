@@ -85,5 +85,9 @@ def test_negative_control_one_hop_ordb_is_caught(net: dict[str, Any], tmp_path: 
     v = Views(net["dir"])
     leaks = v.who_links(f"peer{UNSAFE}", h)
     me = f"peer{UNSAFE}"
-    seen_by = sorted({(p, v.prev_circ_id.get((p, c))) for (p, c), prev in v.prev.items() if prev == v.node_of[me]})
-    assert leaks, f"the check missed the 1-hop ORDB leak: origins {sorted(v.origins[me])[:6]} seen {seen_by[:6]}"
+    seen_by = sorted(
+        {(p, v.prev_circ_id.get((p, c))) for (p, c), prev in v.prev.items() if prev == v.node_of[me]}
+    )
+    assert leaks, (
+        f"the check missed the 1-hop ORDB leak: origins {sorted(v.origins[me])[:6]} seen {seen_by[:6]}"
+    )
