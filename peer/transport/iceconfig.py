@@ -7,7 +7,7 @@ configuration, never left to the ICE library's defaults:
   prefix length (``127.3.0.1``, ``2001:db8::5``) is an address we bind to and
   announce even when no interface carries it (any 127/8 address works on Linux
   loopback, which is how tests stand distinct hosts on one machine).  An entry
-  with a prefix length (``192.168.0.0/16``) allows every interface address that
+  with a prefix length (``127.0.0.0/8``, or a LAN prefix) allows every interface address that
   falls inside it.  ``None`` (the default) means every real interface address
   except loopback, link-local, multicast and unspecified ones.
 * ``WebRtcConfig.ice_servers`` lists STUN/TURN servers; the default is empty, so
