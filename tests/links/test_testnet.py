@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,8 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, bytes]]
     (root / "small.bin").write_bytes(body[:100_000])
 
     class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a: object, **k: object) -> None:
-            super().__init__(*a, directory=str(root), **k)  # type: ignore[arg-type]
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, directory=str(root), **k)
 
         def log_message(self, *a: object) -> None:
             pass
@@ -51,12 +52,12 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, bytes]]
     server.shutdown()
 
 
-def start_net(d: Path) -> dict[str, object]:
+def start_net(d: Path) -> dict[str, Any]:
     return launch_testnet(NetSpec(peers=5, dir=d, links=4, exits=1, stable=True, min_links=3))
 
 
-def op_status(state: dict[str, object]) -> dict[str, object]:
-    peer0 = state["peers"][0]  # type: ignore[index]
+def op_status(state: dict[str, Any]) -> dict[str, Any]:
+    peer0 = state["peers"][0]
     return ApiClient.from_data_dir(Path(peer0["data_dir"])).get("/api/status")
 
 
@@ -87,7 +88,7 @@ def test_curl_20mb_through_three_webrtc_hops(tmp_path: Path, www: tuple[int, byt
     port, digest = www
     state = start_net(tmp_path / "net")
     try:
-        socks = str(state["peers"][0]["socks"])  # type: ignore[index]
+        socks = str(state["peers"][0]["socks"])
         out = tmp_path / "big.out"
         for _attempt in range(6):  # the first circuit may need the view to settle
             r = curl(socks, f"http://127.0.0.1:{port}/big.bin", out)
@@ -98,9 +99,9 @@ def test_curl_20mb_through_three_webrtc_hops(tmp_path: Path, www: tuple[int, byt
         assert hashlib.sha256(out.read_bytes()).digest() == digest
         st = op_status(state)
         paths = st["circuit_paths"]
-        assert paths and all(len(p) == 3 and len(set(p)) == 3 for p in paths)  # type: ignore[union-attr, arg-type]
-        ids = {str(p["node_id"])[:16] for p in state["peers"][1:]}  # type: ignore[index]
-        assert set(paths[-1]) <= ids  # type: ignore[index, arg-type]
+        assert paths and all(len(p) == 3 and len(set(p)) == 3 for p in paths)
+        ids = {str(p["node_id"])[:16] for p in state["peers"][1:]}
+        assert set(paths[-1]) <= ids
     finally:
         stop_testnet(tmp_path / "net")
 
@@ -110,8 +111,8 @@ def test_killed_middle_peer(tmp_path: Path, www: tuple[int, bytes]) -> None:
     port, _digest = www
     state = start_net(tmp_path / "net")
     try:
-        peers = state["peers"]  # type: ignore[index]
-        socks = str(peers[0]["socks"])  # type: ignore[index]
+        peers = state["peers"]
+        socks = str(peers[0]["socks"])
         # a slow download keeps the circuit busy while we kill its middle hop
         slow = subprocess.Popen(
             [
@@ -134,11 +135,11 @@ def test_killed_middle_peer(tmp_path: Path, www: tuple[int, bytes]) -> None:
         for _ in range(100):
             paths = op_status(state).get("circuit_paths") or []
             if paths:
-                path = list(paths[-1])  # type: ignore[index]
+                path = list(paths[-1])
                 break
             time.sleep(0.2)
         assert path, "no circuit was built"
-        middle = next(p for p in peers if str(p["node_id"])[:16] == path[1])  # type: ignore[index]
+        middle = next(p for p in peers if str(p["node_id"])[:16] == path[1])
         os.kill(int(middle["pid"]), signal.SIGKILL)
         killed_at = time.monotonic()
         torn_down = None
@@ -164,6 +165,6 @@ def test_killed_middle_peer(tmp_path: Path, www: tuple[int, bytes]) -> None:
             time.sleep(1)
         assert r is not None and r.returncode == 0, r.stderr.decode() if r else ""
         fresh = op_status(state).get("circuit_paths") or []
-        assert fresh and all(path[1] not in p for p in fresh)  # type: ignore[union-attr]
+        assert fresh and all(path[1] not in p for p in fresh)
     finally:
         stop_testnet(tmp_path / "net")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -54,7 +56,7 @@ def test_round_trip(msg: DbInfo | DbQuery | DbConnected | DbEnd) -> None:
 
 @pytest.mark.parametrize("cls", [DbInfo, DbQuery, DbConnected, DbEnd])
 @given(data=st.binary(max_size=200))
-def test_garbage_gives_wire_error(cls: type, data: bytes) -> None:
+def test_garbage_gives_wire_error(cls: Any, data: bytes) -> None:
     try:
         cls.decode(data)
     except WireError:
