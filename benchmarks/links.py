@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from peer.driver import NodeDriver, OnionStream
-from peer.peerlink import PeerKeys, handshake_for, peer_handshake
+from peer.peerlink import PeerKeys, peer_handshake
 from peer.proto.channel import HandshakeConfig
 from peer.proto.circuit import HopSpec
 from peer.proto.exitpolicy import ExitPolicy
@@ -320,24 +320,19 @@ class _Worker:
         link = await peer.pending.complete(answer, OPEN_TIMEOUT)
         self._adopt(index, other, link, peer_handshake(peer.keys, link, time.time))
 
-    async def serve_tls(self, index: int, other: int, client_fp: bytes) -> int:
+    async def serve_tls(self, index: int, other: int) -> int:
         peer = self.peers[index]
 
         async def on_link(link: TlsLink) -> None:
-            # Benchmark-only binding: a TLS client presents no certificate, so the
-            # client's "fingerprint" is a token both sides got from the parent.
-            assert peer.server is not None
-            hs = handshake_for(peer.keys, peer.server.local_cert_fingerprint, lambda: client_fp, time.time)
-            self._adopt(index, other, link, hs)
+            self._adopt(index, other, link, peer_handshake(peer.keys, link, time.time))
 
         peer.server = await serve_tls(hop_address(index), 0, on_link)
         return peer.server.address[1]
 
-    async def connect_tls(self, index: int, other: int, port: int, client_fp: bytes) -> None:
+    async def connect_tls(self, index: int, other: int, port: int) -> None:
         peer = self.peers[index]
         link = await connect_tls(hop_address(other), port)
-        hs = handshake_for(peer.keys, client_fp, lambda: link.peer_cert_fingerprint, time.time)
-        self._adopt(index, other, link, hs)
+        self._adopt(index, other, link, peer_handshake(peer.keys, link, time.time))
 
     async def memory(self, index: int, other: int) -> None:
         a, b = memory_link_pair()
@@ -460,9 +455,8 @@ def circuit_transfer(ctx: Any, transport: str, total: int, separate: bool) -> fl
                 answer = at[j].call("accept", j, i, offer)
                 at[i].call("complete", i, j, answer)
             elif transport == "tls":
-                token = os.urandom(32)
-                port = at[j].call("serve_tls", j, i, token)
-                at[i].call("connect_tls", i, j, port, token)
+                port = at[j].call("serve_tls", j, i)
+                at[i].call("connect_tls", i, j, port)
             else:
                 at[i].call("memory", i, j)
             at[i].call("linked", i, j)

@@ -142,7 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--listen", help="this peer's address, ADDRESS[:UDP_PORT] (DHT and WebRTC; default 127.0.0.1)"
     )
+    up.add_argument(
+        "--tls",
+        type=int,
+        metavar="PORT",
+        help="also accept TLS links on ADDRESS:PORT (for peers with a reachable address; 0 = any free port)",
+    )
     up.add_argument("--links", type=int, default=8, help="links to keep, inbound and outbound (default 8)")
+    up.add_argument(
+        "--rotate-links",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="replace one random non-guard link about this often (default 600; 0 = never)",
+    )
     up.add_argument("--ice-allow", help="addresses WebRTC may reveal and use (comma separated)")
     up.add_argument("--exit-policy", help="exit policy (default: no exit)")
     up.add_argument("--ui", help="web UI address, 127.0.0.1:PORT")

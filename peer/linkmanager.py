@@ -1,4 +1,4 @@
-"""Long-lived links to neighbours (DESIGN §4): WebRTC over sealed signalling, K at most.
+"""Long-lived links to neighbours (DESIGN §4): WebRTC over sealed signalling or TLS, K at most.
 
 Links are opened on their own schedule, never inside an EXTEND: the manager keeps at most
 K links in all (inbound and outbound), always including links to its guards, the rest to
@@ -7,6 +7,11 @@ target is registered with, or through a neighbour that is linked to the target
 (introducer); either way the offer and the answer are sealed, so the relay sees neither
 the SDP nor its ICE candidates.  When two peers connect to each other at once (glare), the
 link opened by the lower NodeID wins.
+
+A peer with a reachable address may also accept TLS links (``listen_tls``) and list a ``tls``
+endpoint in its record; others then link to it directly over TLS, with no signalling at all.
+The TLS server presents a self-signed certificate and both ends certify it in their peer
+certificates (see :func:`peer.peerlink.peer_handshake`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from peer.driver import NodeDriver
 from peer.errors import HandshakeError, PeerError, TransportError, WireError
 from peer.peerlink import PeerKeys, peer_handshake
 from peer.proto.channel import LivenessConfig
+from peer.proto.peerinfo import PeerInfo
 from peer.transport.base import Link
+from peer.transport.tls import TlsLink, TlsServer, connect_tls, serve_tls
 from peer.transport.webrtc import WebRtcConfig, accept_offer, create_offer
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,7 @@ class Neighbour:
     initiator: bool
     opened_at: float
     guard: bool = False
+    transport: str = "webrtc"
 
 
 @dataclass
@@ -64,6 +72,7 @@ class LinkManagerConfig:
     full_backoff: float = 5.0  # do not ask a peer that is full again for this long
     failure_backoff: float = 30.0
     max_ordb_links: int = 16
+    short_lived: float = 3.0  # a link closed this soon after opening: back off (the peer was full)
 
 
 class LinkManager:
@@ -91,15 +100,19 @@ class LinkManager:
         self._connecting: set[bytes] = set()
         self._accepting: set[bytes] = set()
         self.refused: list[str] = []  # recent refusal reasons, for status
+        self.dropped: list[str] = []  # why we recently closed links of our own accord, for status
         self.backoff: dict[bytes, float] = {}  # peers not to ask again before a time
-        #: called when an offer arrives while we are full: drop a redundant link for it? (runtime)
-        self.make_room: Callable[[bytes, int], bool] | None = None
+        #: called when an offer arrives while we are full: drop a link for it? (runtime); gets the
+        #: sender, its number of links and the offer's purpose
+        self.make_room: Callable[[bytes, int, int], bool] | None = None
         self.on_change: Callable[[], Awaitable[None] | None] | None = None
+        self.tls_server: TlsServer | None = None
+        self._accepting_tls = 0
 
     # ---- bookkeeping -------------------------------------------------------------------------
     @property
     def count(self) -> int:
-        return len(self.neighbours) + len(self._connecting) + len(self._accepting)
+        return len(self.neighbours) + len(self._connecting) + len(self._accepting) + self._accepting_tls
 
     def neighbour_ids(self) -> list[bytes]:
         return list(self.neighbours)
@@ -111,6 +124,7 @@ class LinkManager:
     def drop(self, node_id: bytes, why: str) -> None:
         n = self.neighbours.pop(node_id, None)
         if n is not None:
+            self.dropped = [*self.dropped[-19:], why]
             self.by_chan.pop(n.chan, None)
             self.driver.node.close_channel(n.chan, why)
             self.driver._kick()
@@ -128,6 +142,9 @@ class LinkManager:
         nid = self.by_chan.pop(chan, None)
         if nid is not None and (n := self.neighbours.get(nid)) is not None and n.chan == chan:
             del self.neighbours[nid]
+            if n.initiator and self.wall() - n.opened_at < self.config.short_lived:
+                # closed right after it opened: most likely the peer was full; do not ask again at once
+                self.backoff[nid] = self.wall() + self.config.full_backoff
             self._changed()
 
     def _changed(self) -> None:
@@ -141,19 +158,28 @@ class LinkManager:
         log.warning("link refused: %s", reason)
 
     # ---- outbound ----------------------------------------------------------------------------
-    async def connect(self, record: PeerRecord, via: Signaller, *, purpose: int = 0) -> Neighbour:
-        """Open a WebRTC link to ``record``'s peer, signalling through ``via``.
+    async def connect(self, record: PeerRecord, via: Signaller | None, *, purpose: int = 0) -> Neighbour:
+        """Open a link to ``record``'s peer: over TLS when its record lists a ``tls`` endpoint (and
+        this is a neighbour link), else over WebRTC, signalling through ``via``.
 
         ``purpose`` 0 is a neighbour link (counted in K, listed in our record); 1 is an
-        ORDB-to-ORDB link (DESIGN §6: the exception; it carries no end user's identity)."""
+        ORDB-to-ORDB link (DESIGN §6: the exception; it carries no end user's identity); 2 is a
+        neighbour link opened by a rotation (a full peer may rotate one of its own links for it)."""
         target = record.node_id
         if target in self.neighbours:
             return self.neighbours[target]
         if target == self.keys.node_id:
             raise LinkRefused("a link to ourselves")
+        tls = tls_endpoint(record) if purpose != 1 else None
+        if tls is None and via is None:
+            raise LinkRefused("no way to reach the peer: no TLS endpoint and no signalling route")
         self._connecting.add(target)
         pending = None
         try:
+            if tls is not None:
+                tls_link = await connect_tls(*tls, timeout=self.config.connect_timeout)
+                return await self._adopt(tls_link, target, initiator=True)
+            assert via is not None
             pending, offer = await create_offer(self.webrtc)
             fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._pending_answers[target] = fut
@@ -187,6 +213,7 @@ class LinkManager:
             HandshakeError,
             TransportError,
             UnicodeDecodeError,
+            LinkRefused,
         ) as exc:
             reason = f"link to a peer failed: {type(exc).__name__}: {exc}"
             self.backoff[target] = self.wall() + self.config.failure_backoff
@@ -223,7 +250,7 @@ class LinkManager:
             return
         if source in self._connecting and self.keys.node_id < source:
             return  # glare: our own outbound link wins (lower NodeID)
-        if len(opened.payload) < 35 or opened.payload[0] not in (0, 1):
+        if len(opened.payload) < 35 or opened.payload[0] not in (0, 1, 2):
             self._refuse("a malformed offer")
             return
         purpose, degree = opened.payload[0], opened.payload[1]
@@ -248,10 +275,10 @@ class LinkManager:
                 )
             return
         if (
-            purpose == 0
+            purpose != 1
             and self.count >= self.config.max_links
             and source not in self.guards
-            and not (self.make_room is not None and self.make_room(source, degree))
+            and not (self.make_room is not None and self.make_room(source, degree, purpose))
         ):
             # say so at once (a sealed empty answer) rather than let the other side time out
             with contextlib.suppress(PeerError, ValueError):
@@ -287,7 +314,7 @@ class LinkManager:
             self._accepting.discard(source)
 
     # ---- both ---------------------------------------------------------------------------------
-    async def _adopt(self, link: Link, node_id: bytes, *, initiator: bool, ordb: bool = False) -> Neighbour:
+    async def _handshake(self, link: Link) -> tuple[int, PeerInfo]:
         chan = self.driver.add_link(
             link, peer_handshake(self.keys, link, self.wall), liveness=self.config.liveness
         )
@@ -298,11 +325,19 @@ class LinkManager:
             with contextlib.suppress(Exception):
                 await link.close()
             raise LinkRefused(f"link handshake failed: {exc}") from exc
+        return chan, info
+
+    async def _adopt(self, link: Link, node_id: bytes, *, initiator: bool, ordb: bool = False) -> Neighbour:
+        chan, info = await self._handshake(link)
         if info.node_id != node_id:
             self.driver.node.close_channel(chan, "wrong peer")
             raise LinkRefused("the link handshake proved another identity than the one we signalled")
+        return self._register(link, chan, node_id, initiator=initiator, ordb=ordb)
+
+    def _register(self, link: Link, chan: int, node_id: bytes, *, initiator: bool, ordb: bool) -> Neighbour:
+        transport = "tls" if link.server_cert_only else "webrtc"
         if ordb:
-            n = Neighbour(node_id, chan, link, initiator, self.wall())
+            n = Neighbour(node_id, chan, link, initiator, self.wall(), transport=transport)
             self.ordb_links[node_id] = n
             self.by_chan[chan] = node_id
             self.driver._kick()
@@ -318,17 +353,61 @@ class LinkManager:
                 return old
             self.driver.node.close_channel(loser.chan, "duplicate link (glare)")
             self.by_chan.pop(loser.chan, None)
-        n = Neighbour(node_id, chan, link, initiator, self.wall(), guard=node_id in self.guards)
+        n = Neighbour(
+            node_id, chan, link, initiator, self.wall(), guard=node_id in self.guards, transport=transport
+        )
         self.neighbours[node_id] = n
         self.by_chan[chan] = node_id
         self.driver._kick()
         self._changed()
         return n
 
+    # ---- TLS (peers with a reachable address) -------------------------------------------------
+    async def listen_tls(self, host: str, port: int) -> tuple[str, int]:
+        """Accept TLS links on ``host:port`` (0: any free port); returns the address bound."""
+        self.tls_server = await serve_tls(
+            host, port, self._accept_tls, handshake_timeout=self.config.connect_timeout
+        )
+        return self.tls_server.address
+
+    async def _accept_tls(self, link: TlsLink) -> None:
+        """An inbound TLS link: the handshake says who it is; then the same rules as an offer."""
+        self._accepting_tls += 1
+        try:
+            chan, info = await self._handshake(link)
+        except LinkRefused as exc:
+            self._refuse(f"an inbound TLS link failed: {exc}")
+            return
+        finally:
+            self._accepting_tls -= 1
+        nid = info.node_id
+        if (
+            nid not in self.neighbours
+            and self.count >= self.config.max_links
+            and nid not in self.guards
+            and not (self.make_room is not None and self.make_room(nid, 2, 0))
+        ):
+            self.driver.node.close_channel(chan, "this peer holds its maximum of links")
+            self.driver._kick()
+            return
+        self._register(link, chan, nid, initiator=False, ordb=False)
+
     async def close(self) -> None:
+        if self.tls_server is not None:
+            await self.tls_server.close()
         for n in [*self.neighbours.values(), *self.ordb_links.values()]:
             self.driver.node.close_channel(n.chan, "shutting down")
             with contextlib.suppress(Exception):
                 await n.link.close()
         self.neighbours.clear()
         self.ordb_links.clear()
+
+
+def tls_endpoint(record: PeerRecord) -> tuple[str, int] | None:
+    """The ``tls`` endpoint a peer's record lists, as (host, port), if any."""
+    for transport, address in record.route.endpoints:
+        if transport == "tls":
+            host, _, port = address.rpartition(":")
+            with contextlib.suppress(ValueError):
+                return host.strip("[]"), int(port)
+    return None

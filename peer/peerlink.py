@@ -56,7 +56,20 @@ class PeerKeys:
 
 
 def peer_handshake(keys: PeerKeys, link: Link, wall_clock: Callable[[], float]) -> HandshakeConfig:
-    """The handshake configuration for a link to another peer of ours."""
+    """The handshake configuration for a link to another peer of ours.
+
+    Over DTLS both ends present a certificate: each side certifies its own and checks the other's.
+    Over TLS only the server does (Python's ssl cannot accept a self-signed client certificate), so
+    both sides certify *the server's* certificate: the server checks that the client's peer
+    certificate names its own TLS certificate, the client that the server's names the one it saw.
+    A man in the middle with another TLS certificate fails both checks; the client's certificate is
+    only ever sent inside a TLS session to the holder of the certificate it names.
+    """
+    if link.server_cert_only:
+        server_fp = link.peer_cert_fingerprint if link.initiator else link.local_cert_fingerprint
+        if server_fp is None:
+            raise LinkAuthError("the TLS layer reported no server certificate")
+        return handshake_for(keys, server_fp, lambda: server_fp, wall_clock)
     local_fp = link.local_cert_fingerprint
     if local_fp is None:
         raise LinkAuthError("the transport has no local certificate fingerprint to certify")

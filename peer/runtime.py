@@ -25,7 +25,7 @@ from peer.errors import PathError, PeerError
 from peer.fetch import Download, Progress
 from peer.holder import HolderService
 from peer.keystore import atomic_write_private, load_or_create_keys
-from peer.linkmanager import LinkManager, LinkManagerConfig, LinkRefused
+from peer.linkmanager import LinkManager, LinkManagerConfig, LinkRefused, tls_endpoint
 from peer.ordb import OrdbService
 from peer.pathsel import eligible_ordbs, select_path, select_path_to
 from peer.peerlink import PeerKeys
@@ -61,6 +61,8 @@ class PeerConfig:
     stable: bool = False
     exit_policy: ExitPolicy = field(default_factory=ExitPolicy.reject_all)
     ice_allow: tuple[str, ...] | None = None  # default: the host above
+    tls_port: int | None = None  # accept TLS links on host:tls_port (0: any free port); None: do not
+    rotate_every: float = 600.0  # replace one random non-guard link this often (0: never)
     socks: tuple[str, int] | None = None
     subnet_rule: bool = True
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
@@ -128,6 +130,7 @@ class Peer:
         self.links.on_change = self._links_changed
         self.links.make_room = self._make_room
         self._last_rewire = 0.0
+        self._last_eviction = float("-inf")
         self.dht = DhtNode()
         self.bridges: dict[str, BridgeClient] = {}
         self.socks: SocksServer | None = None
@@ -178,6 +181,8 @@ class Peer:
         )
         dcfg = DhtConfig(bucket_prefix_limit=2 if config.subnet_rule else 0)
         await self.dht.start(keys.identity, config.host, config.dht_port, config=dcfg)
+        if config.tls_port is not None:
+            await self.links.listen_tls(config.host, config.tls_port)
         for url in config.bridges:
             await self._connect_bridge(url)
         await self._refresh_view()
@@ -219,6 +224,9 @@ class Peer:
     def record(self) -> PeerRecord:
         host, port = self.dht.address
         endpoints = [("udp", f"{host}:{port}"), ("webrtc", host)]
+        if self.links.tls_server is not None:
+            tls_host, tls_port = self.links.tls_server.address
+            endpoints.append(("tls", f"{tls_host}:{tls_port}"))
         rec = PeerRecord(
             identity_key=self.keys.identity.public,
             ntor_key=self.keys.ntor.public,
@@ -314,6 +322,7 @@ class Peer:
     # ---- keeping K links ----------------------------------------------------------------------
     async def _maintain(self) -> None:
         last_refresh = time.monotonic()
+        next_rotation = last_refresh + self.config.rotate_every * self.rng.uniform(0.75, 1.25)
         while True:
             await asyncio.sleep(self.config.maintain_every)
             if time.monotonic() - last_refresh > self.config.view_refresh:
@@ -338,6 +347,10 @@ class Peer:
             others = [r.node_id for r in recs]
             if self.links.count >= self.config.max_links:
                 await self._rewire()
+            if self.config.rotate_every > 0 and time.monotonic() >= next_rotation:
+                next_rotation = time.monotonic() + self.config.rotate_every * self.rng.uniform(0.75, 1.25)
+                if self.links.count >= self.config.max_links:
+                    await self._rotate()
             for nid in [*want, *others]:
                 if not self.links.may_try(nid):
                     continue
@@ -347,7 +360,7 @@ class Peer:
                 if rec is None:
                     continue
                 via = self._signaller_for(rec)
-                if via is None:
+                if via is None and tls_endpoint(rec) is None:
                     continue
                 with contextlib.suppress(LinkRefused):
                     await self.links.connect(rec, via)
@@ -374,9 +387,18 @@ class Peer:
                     return n
         return None
 
-    def _make_room(self, source: bytes, degree: int) -> bool:
+    def _make_room(self, source: bytes, degree: int, purpose: int = 0) -> bool:
         """A full peer gets an offer.  Swap a redundant link for one to a peer outside our reach;
-        or, for a peer with fewer than 2 links, drop a neighbour that has links to spare."""
+        or, for a peer with fewer than 2 links, drop a neighbour that has links to spare; or, for
+        a peer rotating its links, rotate one of ours (at most once per half rotation period, so
+        that nobody can churn our neighbours faster than rotation itself does)."""
+        if purpose == 2 and self.config.rotate_every > 0:
+            now = time.monotonic()
+            victims = [n for n in self.links.neighbour_ids() if n not in self.guards]
+            if victims and now - self._last_eviction >= self.config.rotate_every / 2:
+                self._last_eviction = now
+                self.links.drop(self.rng.choice(victims), "rotation: making room for a rotating peer")
+                return True
         if degree < 2:
             spare = [
                 n
@@ -414,16 +436,33 @@ class Peer:
         ]
         if not far:
             return
-        rec = self.rng.choice(far)
+        await self._replace(victim, far, "rewiring: a redundant link gives way to a distant peer")
+
+    async def _rotate(self) -> None:
+        """Slow rotation (DESIGN §4): a random non-guard link gives way to a random peer of the view,
+        so that over time the neighbour set does not settle (make before break: the new link first)."""
+        victims = [n for n in self.links.neighbour_ids() if n not in self.guards]
+        cands = [
+            r
+            for r in self.view.all()
+            if r.node_id not in self.links.neighbours and self.links.may_try(r.node_id)
+        ]
+        if victims and cands:
+            await self._replace(
+                self.rng.choice(victims), cands, "rotation: links are replaced slowly", purpose=2
+            )
+
+    async def _replace(self, victim: bytes, cands: list[PeerRecord], why: str, purpose: int = 0) -> None:
+        rec = self.rng.choice(cands)
         via = self._signaller_for(rec)
-        if via is None:
+        if via is None and tls_endpoint(rec) is None:
             return
         try:
-            await self.links.connect(rec, via)
+            await self.links.connect(rec, via, purpose=purpose)
         except LinkRefused:
             return
         if victim in self.links.neighbours and self.links.count > self.config.max_links:
-            self.links.drop(victim, "rewiring: a redundant link gives way to a distant peer")
+            self.links.drop(victim, why)
 
     def _signaller_for(self, rec: PeerRecord) -> _BridgeSignaller | _NeighbourSignaller | None:
         for n in getattr(rec, "neighbours", ()):  # an introducer we are linked to, so bridges see less
@@ -746,6 +785,7 @@ class Peer:
                     "peer": n.node_id.hex()[:16],
                     "guard": n.guard,
                     "initiator": n.initiator,
+                    "transport": n.transport,
                     "age_s": round(time.time() - n.opened_at, 1),
                 }
                 for n in self.links.neighbours.values()
@@ -762,6 +802,7 @@ class Peer:
             "dht": self.dht.stats(),
             "socks": f"{self.socks.address[0]}:{self.socks.address[1]}" if self.socks else None,
             "recent_link_refusals": self.links.refused[-5:],
+            "recent_link_drops": self.links.dropped[-5:],
             "uptime_s": round(time.time() - self.started_at, 1),
             "ordb": self.ordb.status(),
             "downloads": [d.summary() for d in self.downloads.values()],

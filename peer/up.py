@@ -51,12 +51,18 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
     from peer.runtime import Peer, PeerConfig
 
     host, port = parse_hostport(args.listen or "127.0.0.1:0")
+    if args.tls is not None and not 0 <= args.tls <= 65535:
+        raise UsageError(f"--tls {args.tls}: a port is 0-65535")
+    if args.rotate_links < 0:
+        raise UsageError("--rotate-links is a number of seconds, 0 or more")
     config = PeerConfig(
         data_dir=data_dir,
         host=host,
         dht_port=port,
         bridges=list(args.bridge),
         max_links=args.links,
+        tls_port=args.tls,
+        rotate_every=args.rotate_links,
         stable=args.stable,
         exit_policy=ExitPolicy.parse(args.exit_policy) if args.exit_policy else ExitPolicy.reject_all(),
         ice_allow=tuple(a.strip() for a in args.ice_allow.split(",")) if args.ice_allow else None,

@@ -24,6 +24,8 @@ class Link(Protocol):
     #: True on the side that opened the link (the WebRTC offerer / TLS client): it sets
     #: the circuit-id MSB to 1 (tor-spec §5.1.1).
     initiator: bool
+    #: True when only the server presents a certificate (TLS); False when both ends do (DTLS).
+    server_cert_only: bool
 
     async def send(self, data: bytes) -> None:
         """Send one message; wait while the transport's buffer is full.  Raises LinkClosed."""

@@ -20,6 +20,7 @@ class MemoryLink:
     """One end of an in-memory link; make pairs with :func:`memory_link_pair`."""
 
     framed = True
+    server_cert_only = False
 
     def __init__(self, *, initiator: bool, queue_messages: int = 256) -> None:
         self.initiator = initiator

@@ -42,6 +42,7 @@ class TlsLink:
     """One TLS connection; implements :class:`peer.transport.base.Link` (``framed = False``)."""
 
     framed = False
+    server_cert_only = True
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, initiator: bool

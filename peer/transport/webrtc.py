@@ -230,6 +230,7 @@ class WebRtcLink:
     """A :class:`peer.transport.base.Link` over one aiortc data channel (framed)."""
 
     framed = True
+    server_cert_only = False
 
     def __init__(
         self,

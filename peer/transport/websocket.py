@@ -59,6 +59,7 @@ class WebSocketLink:
     """A :class:`peer.transport.base.Link` over one aiohttp WebSocket (client or server side)."""
 
     framed = True
+    server_cert_only = False
 
     def __init__(
         self,

@@ -251,6 +251,7 @@ class StallingLink:
     def __init__(self, inner: WebRtcLink) -> None:
         self.inner = inner
         self.framed = inner.framed
+        self.server_cert_only = inner.server_cert_only
         self.initiator = inner.initiator
         self.reading = asyncio.Event()
         self.reading.set()

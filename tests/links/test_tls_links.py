@@ -1,0 +1,194 @@
+"""TLS links between our peers, and the slow rotation of links, in one process over real sockets.
+
+- Peers that accept TLS (``tls_port``) list a ``tls`` endpoint in their records; the others link
+  to them over TLS with no signalling at all, and a 3-hop circuit carries a stream intact.
+- A man in the middle that terminates TLS with its own certificate is refused at the link
+  handshake, with a clear reason, and no link or circuit uses it.
+- Links rotate slowly: a non-guard link gives way to another peer; guard links stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dht.records import Route
+from peer.bridge import Bridge
+from peer.linkmanager import LinkRefused
+from peer.proto.exitpolicy import ExitPolicy
+from peer.runtime import Peer, PeerConfig
+from peer.transport.tls import TlsLink, connect_tls, serve_tls
+
+pytestmark = pytest.mark.e2e
+
+
+async def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.1)):
+        if pred():
+            return True
+        await asyncio.sleep(0.1)
+    return bool(pred())
+
+
+@pytest.fixture
+async def bridge() -> AsyncIterator[tuple[Bridge, list[str]]]:
+    kinds: list[str] = []
+    b = Bridge(recorder=lambda kind, raw: kinds.append(kind))
+    await b.start("127.0.0.1", 0)
+    yield b, kinds
+    await b.stop()
+
+
+async def start(
+    tmp: Path, url: str, n: int, base: int, stable: tuple[int, ...] = (), **kw: object
+) -> list[Peer]:
+    peers = []
+    for i in range(n):
+        extra = dict(kw)
+        if i in stable:
+            extra["stable"] = True
+        if i == n - 1 and "exit_policy" not in kw:
+            extra["exit_policy"] = ExitPolicy.parse("accept 127.0.0.1:*")
+        cfg = PeerConfig(data_dir=tmp / f"p{i}", host=f"127.{base + i}.0.1", bridges=[url], **extra)  # type: ignore[arg-type]
+        peers.append(await Peer.start(cfg))
+    return peers
+
+
+async def stop(peers: list[Peer]) -> None:
+    for p in peers:
+        await p.stop()
+
+
+async def echo_server() -> tuple[asyncio.Server, int]:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+async def test_tls_links_need_no_signalling_and_carry_a_circuit(
+    tmp_path: Path, bridge: tuple[Bridge, list[str]]
+) -> None:
+    b, kinds = bridge
+    peers = await start(tmp_path, b.url, 4, 70, stable=(0, 1, 2, 3), tls_port=0)
+    server, port = await echo_server()
+    try:
+        assert all(any(t == "tls" for t, _a in p.record().route.endpoints) for p in peers)
+        assert await wait_for(lambda: all(len(p.links.neighbours) == 3 for p in peers), 40)
+        transports = {n.transport for p in peers for n in p.links.neighbours.values()}
+        assert transports == {"tls"}, transports
+        assert not [k for k in kinds if "INTRODUCE" in k], "TLS links went through bridge signalling"
+        stream = None
+        for _ in range(30):  # records list neighbours once peers republish after their links form
+            try:
+                stream = await peers[0].open_stream("127.0.0.1", port)
+                break
+            except Exception:
+                await asyncio.sleep(0.5)
+        assert stream is not None, "no stream through TLS links"
+        path = peers[0]._paths[stream.circ]
+        assert len(path) == 3 and peers[0].keys.node_id not in path
+        data = os.urandom(2_000_000)
+        got = bytearray()
+
+        async def reader() -> None:
+            while len(got) < len(data):
+                chunk = await stream.read(65536)
+                assert chunk, "the stream ended early"
+                got.extend(chunk)
+
+        task = asyncio.create_task(reader())
+        await stream.write(data)
+        await asyncio.wait_for(task, 60)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        await stream.close()
+        links = peers[0].status()["links"]
+        assert isinstance(links, list) and links[0]["transport"] == "tls"
+    finally:
+        server.close()
+        await stop(peers)
+
+
+async def test_a_tls_man_in_the_middle_is_refused(tmp_path: Path, bridge: tuple[Bridge, list[str]]) -> None:
+    b, _kinds = bridge
+    peers = await start(tmp_path, b.url, 2, 80, max_links=1)
+    a, target = peers
+    await target.links.listen_tls("127.81.0.1", 0)
+    real = target.links.tls_server
+    assert real is not None
+    spliced: list[int] = []
+
+    async def splice(link: TlsLink) -> None:  # terminates TLS with its own certificate, forwards the rest
+        inner = await connect_tls(*real.address, timeout=10)
+        spliced.append(1)
+
+        async def pump(src: TlsLink, dst: TlsLink) -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    await dst.send(await src.recv())
+            await dst.close()
+
+        await asyncio.gather(pump(link, inner), pump(inner, link))
+
+    mitm = await serve_tls("127.82.0.1", 0, splice)
+    try:
+        rec = target.record()
+        forged = dataclasses.replace(rec, route=Route((("tls", f"127.82.0.1:{mitm.address[1]}"),), ()))
+        with pytest.raises(LinkRefused, match="another link certificate"):
+            await a.links.connect(forged, None)
+        assert spliced, "the connection never went through the man in the middle"
+        assert target.keys.node_id not in a.links.neighbours
+        assert not a.node.circuits
+        # the honest endpoint works
+        await a.links.connect(rec, None)
+        assert a.links.neighbours[target.keys.node_id].transport == "tls"
+    finally:
+        await mitm.close()
+        await stop(peers)
+
+
+async def test_links_rotate_slowly_and_guards_stay(tmp_path: Path, bridge: tuple[Bridge, list[str]]) -> None:
+    b, _kinds = bridge
+    peers = await start(
+        tmp_path,
+        b.url,
+        6,
+        90,
+        stable=(1, 2),
+        max_links=3,
+        rotate_every=1.5,
+        exit_policy=ExitPolicy.reject_all(),
+    )
+    try:
+        p0 = peers[0]  # ephemeral; peers 1 and 2 are stable and become its guards
+        assert await wait_for(lambda: len(p0.links.neighbours) >= 3 and len(p0.guards) == 2, 40)
+        guard_links = {g: p0.links.neighbours[g].chan for g in p0.guards if g in p0.links.neighbours}
+        assert guard_links, "p0 has no link to its guards"
+        others_before = set(p0.links.neighbours) - set(guard_links)
+        rotated = await wait_for(lambda: any(d.startswith("rotation") for d in p0.links.dropped), 40)
+        assert rotated, p0.links.dropped
+        assert await wait_for(lambda: len(p0.links.neighbours) >= 3, 20)
+        # the guard links are the same links as before (same channels); the others moved
+        assert {
+            g: p0.links.neighbours[g].chan for g in guard_links if g in p0.links.neighbours
+        } == guard_links
+        seen_after = set(p0.links.neighbours) - set(guard_links)
+        print(
+            f"\nnon-guard neighbours before {len(others_before)}, after {len(seen_after)}, "
+            f"drops {p0.links.dropped}"
+        )
+        assert seen_after != others_before or any(d.startswith("rotation") for d in p0.links.dropped)
+    finally:
+        await stop(peers)
