@@ -80,7 +80,7 @@ class OnionStream:
                 return self._end()
             self._buffer = item
             self._d.node.stream_consumed(self.circ, self.stream_id, 1)
-            self._d._kick()
+            self._d.flush()
         if n < 0 or n >= len(self._buffer):
             out, self._buffer = self._buffer, b""
         else:
@@ -114,11 +114,11 @@ class OnionStream:
             raise StreamError(str(exc)) from exc
         if not ok:
             self._writable.clear()
-        self._d._kick()
+        self._d.flush()
 
     async def close(self) -> None:
         self._d.node.stream_close(self.circ, self.stream_id)
-        self._d._kick()
+        self._d.flush()
 
     # called by the driver
     def _on_data(self, data: bytes) -> None:
@@ -171,7 +171,7 @@ class NodeDriver:
         self._chans[chan] = st
         st.tasks.append(self._loop.create_task(self._reader(chan, st)))
         st.tasks.append(self._loop.create_task(self._writer(chan, st)))
-        self._kick()
+        self.flush()
         return chan
 
     async def wait_open(self, chan: int, timeout: float = 30.0) -> PeerInfo:
@@ -185,7 +185,7 @@ class NodeDriver:
             while True:
                 data = await st.link.recv()
                 self.node.channel_receive(chan, data, self.now())
-                self._kick()
+                self.flush()
         except LinkClosed:
             self.node.channel_lost(chan, "link closed")
         except asyncio.CancelledError:
@@ -193,7 +193,7 @@ class NodeDriver:
         except Exception as exc:  # a transport failure closes only this channel
             log.warning("link reader failed: %s", type(exc).__name__)
             self.node.channel_lost(chan, f"link failed: {type(exc).__name__}")
-        self._kick()
+        self.flush()
 
     async def _writer(self, chan: int, st: _ChanState) -> None:
         try:
@@ -204,13 +204,14 @@ class NodeDriver:
                     await st.link.send(msg)
         except LinkClosed:
             self.node.channel_lost(chan, "link closed")
-            self._kick()
+            self.flush()
         except asyncio.CancelledError:
             raise
 
     # ---- the pump ------------------------------------------------------------------------------
-    def _kick(self) -> None:
-        """Dispatch events, wake writers with output, re-arm the timer."""
+    def flush(self) -> None:
+        """Hand on what the node produced: dispatch its events, wake writers with output, re-arm
+        the timer.  Call after driving the node directly (opening a stream, sending a message)."""
         for e in self.node.pop_events():
             self._dispatch(e)
         for chan in self.node.channels_with_output():
@@ -233,7 +234,7 @@ class NodeDriver:
     def _on_timer(self) -> None:
         self._timer = None
         self.node.handle_timer(self.now())
-        self._kick()
+        self.flush()
 
     def _dispatch(self, e: ev.Event) -> None:
         if isinstance(e, ev.ChannelOpened):
@@ -298,17 +299,17 @@ class NodeDriver:
         handle = self.node.build_circuit(chan, path)
         fut: asyncio.Future[int] = self._loop.create_future()
         self._built[handle] = fut
-        self._kick()
+        self.flush()
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             self.node.destroy_circuit(handle)
-            self._kick()
+            self.flush()
             raise CircuitError(f"circuit build timed out after {timeout:.0f} s") from None
 
     def destroy_circuit(self, circ: int) -> None:
         self.node.destroy_circuit(circ)
-        self._kick()
+        self.flush()
 
     async def open_stream(self, circ: int, host: str, port: int, timeout: float = 30.0) -> OnionStream:
         try:
@@ -317,7 +318,7 @@ class NodeDriver:
             raise CircuitError(str(exc)) from exc
         s = OnionStream(self, circ, sid)
         self._streams[(circ, sid)] = s
-        self._kick()
+        self.flush()
         try:
             await asyncio.wait_for(asyncio.shield(s.connected), timeout)
         except TimeoutError:
@@ -331,21 +332,21 @@ class NodeDriver:
         if not self.allow_exit_to(e.host):
             self._streams.pop((e.circ, e.stream_id), None)
             self.node.exit_failed(e.circ, e.stream_id, EndReason.EXITPOLICY)
-            self._kick()
+            self.flush()
             return
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(e.host, e.port), 15)
         except (OSError, TimeoutError):
             self._streams.pop((e.circ, e.stream_id), None)
             self.node.exit_failed(e.circ, e.stream_id, EndReason.CONNECTREFUSED)
-            self._kick()
+            self.flush()
             return
         try:
             addr: bytes | None = ipaddress.ip_address(writer.get_extra_info("peername")[0]).packed
         except (ValueError, TypeError, IndexError):
             addr = None
         self.node.exit_connected(e.circ, e.stream_id, addr if addr and len(addr) == 4 else None)
-        self._kick()
+        self.flush()
 
         async def upstream() -> None:  # circuit -> TCP
             while True:
@@ -372,7 +373,7 @@ class NodeDriver:
                 await up
         except (PeerError, OSError):
             self.node.exit_failed(e.circ, e.stream_id, EndReason.CONNRESET)
-            self._kick()
+            self.flush()
         finally:
             up.cancel()
             writer.close()
@@ -383,7 +384,7 @@ class NodeDriver:
             self._timer.cancel()
         for chan in list(self._chans):
             self.node.close_channel(chan, "shutting down")
-        self._kick()
+        self.flush()
         for t in list(self._exit_tasks.values()):
             t.cancel()
         for st in list(self._chans.values()):

@@ -11,7 +11,6 @@ It never links directly to a requester: it does not know who that is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from peer.errors import PeerError
 from peer.proto import events as ev
 from peer.proto.node import OnionNode
+from peer.tasks import Background
 from peer.wire.commands import RelayCommand
 from peer.wire.ordb import (
     DbConnected,
@@ -82,7 +82,7 @@ class HolderService:
         self.serving: dict[Stream, Serving] = {}
         self.announced: dict[bytes, int] = {}  # hash_name -> last announced quarter (1..4)
         self.held: set[bytes] = set()  # every hash_name we hold some of (announced or about to be)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self.served_pieces = 0
 
     # ---- announcing ----------------------------------------------------------------------------
@@ -94,7 +94,7 @@ class HolderService:
     def announce_soon(self, hash_name: bytes) -> None:
         """Announce (or update) a hash_name after a random delay (DB_INFO must not time a download)."""
         self.held.add(hash_name)
-        self._spawn(self._announce(hash_name))
+        self._background.spawn(self._announce(hash_name))
 
     async def _announce(self, hash_name: bytes) -> None:
         await asyncio.sleep(self.rng.uniform(*self.delay))
@@ -150,7 +150,7 @@ class HolderService:
                         q = DbQuery.decode(e.data)
                     except PeerError:
                         return True
-                    self._spawn(self._serve(e.circ, q))
+                    self._background.spawn(self._serve(e.circ, q))
                 elif e.command == RelayCommand.DB_END:
                     ac.stream = None  # the ORDB closed our announce stream: re-announce later
                     ac.hash_names.clear()
@@ -261,14 +261,5 @@ class HolderService:
         if kind == DeliveryKind.PIECES:
             self.served_pieces += q.count
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._background.close()

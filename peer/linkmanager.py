@@ -127,7 +127,7 @@ class LinkManager:
             self.dropped = [*self.dropped[-19:], why]
             self.by_chan.pop(n.chan, None)
             self.driver.node.close_channel(n.chan, why)
-            self.driver._kick()
+            self.driver.flush()
             self._changed()
 
     def may_try(self, node_id: bytes) -> bool:
@@ -340,7 +340,7 @@ class LinkManager:
             n = Neighbour(node_id, chan, link, initiator, self.wall(), transport=transport)
             self.ordb_links[node_id] = n
             self.by_chan[chan] = node_id
-            self.driver._kick()
+            self.driver.flush()
             return n
         old = self.neighbours.get(node_id)
         if old is not None:
@@ -358,7 +358,7 @@ class LinkManager:
         )
         self.neighbours[node_id] = n
         self.by_chan[chan] = node_id
-        self.driver._kick()
+        self.driver.flush()
         self._changed()
         return n
 
@@ -388,7 +388,7 @@ class LinkManager:
             and not (self.make_room is not None and self.make_room(nid, 2, 0))
         ):
             self.driver.node.close_channel(chan, "this peer holds its maximum of links")
-            self.driver._kick()
+            self.driver.flush()
             return
         self._register(link, chan, nid, initiator=False, ordb=False)
 

@@ -16,7 +16,6 @@ reach it through circuits of at least 3 hops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -29,6 +28,7 @@ from typing import Protocol
 from peer.errors import PeerError, WireError
 from peer.proto import events as ev
 from peer.proto.node import OnionNode
+from peer.tasks import Background
 from peer.wire.commands import RelayCommand
 from peer.wire.ordb import MAX_COUNTER, TXID_LEN, DbConnected, DbEnd, DbEndReason, DbInfo, DbQuery
 
@@ -112,7 +112,7 @@ class OrdbService:
         self.by_source: dict[Stream, Query] = {}
         self.published: set[bytes] = set()
         self.stats = {"queries": 0, "answered": 0, "forwarded": 0, "unavailable": 0, "bad_piece_drops": 0}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self.last_forward_error = ""
         self.retired_txids: deque[bytes] = deque(maxlen=256)
         self.finished: dict[Stream, Query] = {}  # recently finished queries (bounded)
@@ -174,7 +174,7 @@ class OrdbService:
                 self.holders.setdefault(entry.hash_name, []).append(h)
                 if entry.hash_name not in self.published and self._publish is not None:
                     self.published.add(entry.hash_name)
-                    self._spawn(self._publish(entry.hash_name))
+                    self._background.spawn(self._publish(entry.hash_name))
             else:
                 h.ranges, h.piece_count = ranges, entry.piece_count
 
@@ -214,7 +214,7 @@ class OrdbService:
         q = Query(key, msg)
         self.queries[key] = q
         if self._local is not None and self._local.involved(msg.hash_name):
-            self._spawn(self._answer_locally(q))
+            self._background.spawn(self._answer_locally(q))
             return
         self._dispatch(q)
 
@@ -250,7 +250,7 @@ class OrdbService:
             self._finish(q, DbEndReason.LOOP)
             return
         if self._find_providers is not None and self._forward is not None and not q.tried:
-            self._spawn(self._forward_query(q))
+            self._background.spawn(self._forward_query(q))
             return
         self._finish(q, DbEndReason.UNAVAILABLE)
 
@@ -421,17 +421,8 @@ class OrdbService:
                 self.node.db_end(q.source[0], q.source[1], DbEnd(DbEndReason.FINISHED, q.txid).encode())
         self._kick()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._background.close()
 
     def status(self) -> dict[str, object]:
         return {

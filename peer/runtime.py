@@ -98,7 +98,7 @@ class _NeighbourSignaller:
         self._peer.node.send_link_message(
             self._chan, CellCommand.DB_INTRODUCE, Introduce(target, blob).encode_payload()
         )
-        self._peer.driver._kick()
+        self._peer.driver.flush()
 
 
 class Peer:
@@ -143,7 +143,7 @@ class Peer:
         self.store: ChunkStore | None = None
         self.ordb = OrdbService(
             self.node,
-            kick=self.driver._kick,
+            kick=self.driver.flush,
             find_providers=self._find_providers,
             forward=self._forward_query,
             publish_provider=self._publish_provider,
@@ -172,7 +172,7 @@ class Peer:
         self.holder = HolderService(
             self.node,
             self.store,
-            kick=self.driver._kick,
+            kick=self.driver.flush,
             build_ordb_circuit=self.build_ordb_circuit,
             rng=self.rng,
             announce_delay=config.announce_delay,
@@ -510,7 +510,7 @@ class Peer:
             self.node.send_link_message(
                 target_chan, CellCommand.DB_INTRODUCED, Introduced(source, msg.blob).encode_payload()
             )
-        self.driver._kick()
+        self.driver.flush()
 
     # ---- circuits and streams -----------------------------------------------------------------
     def hop_of(self, rec: PeerRecord) -> HopSpec:
@@ -690,7 +690,7 @@ class Peer:
                 circ = await self.driver.build_circuit(chan, [hop], timeout=20)
                 self._forward_circuits[prov.node_id] = circ
         sid = self.node.open_db_stream(circ, RelayCommand.DB_QUERY, body)
-        self.driver._kick()
+        self.driver.flush()
         return circ, sid
 
     # ---- sharing and downloading --------------------------------------------------------------
@@ -713,7 +713,7 @@ class Peer:
             return task
         dl = Download(
             node=self.node,
-            kick=self.driver._kick,
+            kick=self.driver.flush,
             store=self.store,
             hash_name=link.hash_name,
             key=link.key,

@@ -95,7 +95,7 @@ async def test_links_form_and_the_bridge_sees_no_ice_candidate(
 
 async def build_when_ready(peer: Peer, hops: int) -> tuple[int, list[object]]:
     """Records list neighbours only once peers republish after their links form: retry briefly."""
-    for _ in range(30):
+    for _ in range(100):
         try:
             circ, path = await peer.build_circuit(hops=hops, want_exit=False)
             return circ, list(path)

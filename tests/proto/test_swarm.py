@@ -107,7 +107,7 @@ async def test_forged_sendme_tears_the_circuit_down(swarm: Swarm, echo_port: int
     await stream.write(b"a" * 498 * 100)  # the OP now expects one authenticated SENDME
     await asyncio.sleep(0.05)
     exit_node.send_relay(xc, RelayCommand.SENDME, 0, Sendme(1, b"\xee" * 20).encode())
-    swarm.peers[3].driver._kick()
+    swarm.peers[3].driver.flush()
     with pytest.raises((StreamError, CircuitError)):
         for _ in range(200):
             if not await stream.read():
