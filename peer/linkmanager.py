@@ -58,7 +58,6 @@ class Neighbour:
     link: Link
     initiator: bool
     opened_at: float
-    guard: bool = False
     transport: str = "webrtc"
 
 
@@ -353,9 +352,7 @@ class LinkManager:
                 return old
             self.driver.node.close_channel(loser.chan, "duplicate link (glare)")
             self.by_chan.pop(loser.chan, None)
-        n = Neighbour(
-            node_id, chan, link, initiator, self.wall(), guard=node_id in self.guards, transport=transport
-        )
+        n = Neighbour(node_id, chan, link, initiator, self.wall(), transport=transport)
         self.neighbours[node_id] = n
         self.by_chan[chan] = node_id
         self.driver.flush()

@@ -783,7 +783,7 @@ class Peer:
             "links": [
                 {
                     "peer": n.node_id.hex()[:16],
-                    "guard": n.guard,
+                    "guard": n.node_id in self.guards,
                     "initiator": n.initiator,
                     "transport": n.transport,
                     "age_s": round(time.time() - n.opened_at, 1),

@@ -143,12 +143,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"links: {len(links)}")
     for ln in links:
         print(
-            f"  {ln['peer']}…  {'guard ' if ln['guard'] else ''}{'out' if ln['initiator'] else 'in'}  "
-            f"age {ln['age_s']} s"
+            f"  {ln['peer']}…  {ln.get('transport', 'webrtc')}  {'guard ' if ln['guard'] else ''}"
+            f"{'out' if ln['initiator'] else 'in'}  age {ln['age_s']} s"
         )
     print(f"circuits: {st.get('circuits')} built here, {st.get('relayed_circuits')} relayed")
     if st.get("socks"):
         print(f"socks: {st['socks']}")
     for r in st.get("recent_link_refusals") or []:
         print(f"  refused: {r}")
+    for r in st.get("recent_link_drops") or []:
+        print(f"  dropped: {r}")
     return 0

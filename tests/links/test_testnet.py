@@ -15,6 +15,7 @@ import shutil
 import signal
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -166,5 +167,39 @@ def test_killed_middle_peer(tmp_path: Path, www: tuple[int, bytes]) -> None:
         assert r is not None and r.returncode == 0, r.stderr.decode() if r else ""
         fresh = op_status(state).get("circuit_paths") or []
         assert fresh and all(path[1] not in p for p in fresh)
+    finally:
+        stop_testnet(tmp_path / "net")
+
+
+def test_peersm_up_tls_processes_link_over_tls(tmp_path: Path) -> None:
+    """`peersm up --tls 0` in real processes: the peers link over TLS and `peersm status` says so."""
+    state = launch_testnet(
+        NetSpec(
+            peers=3,
+            dir=tmp_path / "net",
+            links=2,
+            exits=0,
+            stable=True,
+            min_links=2,
+            extra_args=("--tls", "0"),
+        )
+    )
+    try:
+        data = Path(state["peers"][0]["data_dir"])
+        out = ""
+        for _ in range(100):
+            r = subprocess.run(
+                [sys.executable, "-m", "peer.cli", "status", "--data", str(data)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert r.returncode == 0, r.stderr
+            out = r.stdout
+            if out.count(" tls ") >= 2:
+                break
+            time.sleep(0.2)
+        assert out.count(" tls ") >= 2, out
+        assert "webrtc" not in out, out
     finally:
         stop_testnet(tmp_path / "net")
