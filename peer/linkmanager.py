@@ -111,7 +111,7 @@ class LinkManager:
     # ---- bookkeeping -------------------------------------------------------------------------
     @property
     def count(self) -> int:
-        return len(self.neighbours) + len(self._connecting) + len(self._accepting) + self._accepting_tls
+        return len(self.neighbours) + len(self._connecting) + len(self._accepting)
 
     def neighbour_ids(self) -> list[bytes]:
         return list(self.neighbours)
@@ -368,7 +368,13 @@ class LinkManager:
         return self.tls_server.address
 
     async def _accept_tls(self, link: TlsLink) -> None:
-        """An inbound TLS link: the handshake says who it is; then the same rules as an offer."""
+        """An inbound TLS link: the handshake says who it is; then the same rules as an offer.
+
+        Handshakes in progress are not links yet (they do not count in K, so a flood of TCP
+        connections cannot make us refuse real peers), but at most 2K run at once."""
+        if self._accepting_tls >= 2 * self.config.max_links:
+            await link.close()
+            return
         self._accepting_tls += 1
         try:
             chan, info = await self._handshake(link)

@@ -20,9 +20,10 @@ from pathlib import Path
 from dht.node import DhtConfig, DhtNode
 from dht.records import PeerRecord, ProviderFields, ProviderRecord, Route
 from peer.bridgeclient import BridgeClient
+from peer.downloads import Downloads, DownloadTask
 from peer.driver import CircuitError, NodeDriver, OnionStream, StreamError
 from peer.errors import PathError, PeerError
-from peer.fetch import Download, Progress
+from peer.fetch import Download
 from peer.holder import HolderService
 from peer.keystore import atomic_write_private, load_or_create_keys
 from peer.linkmanager import LinkManager, LinkManagerConfig, LinkRefused, tls_endpoint
@@ -151,7 +152,7 @@ class Peer:
             rng=self.rng,
         )
         self.holder: HolderService | None = None
-        self.downloads: dict[bytes, DownloadTask] = {}
+        self.downloads = Downloads(config.data_dir, self._new_download, self._export, self._seed)
         self._forward_circuits: dict[bytes, int] = {}  # remote ORDB -> our 1-hop circuit to it
         self._forward_locks: dict[bytes, asyncio.Lock] = {}
 
@@ -192,15 +193,11 @@ class Peer:
             await self.socks.start(*config.socks)
         self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._republisher()))
-        self._tasks.append(asyncio.get_running_loop().create_task(self._resume()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self.downloads.resume()))
         return self
 
     async def stop(self) -> None:
-        for d in list(self.downloads.values()):
-            d.task.cancel()
-        for d in list(self.downloads.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await d.task
+        await self.downloads.close()
         if self.holder is not None:
             await self.holder.close()
         await self.ordb.close()
@@ -479,8 +476,7 @@ class Peer:
     def _on_event(self, e: ev.Event) -> None:
         if isinstance(e, (ev.RelayMessageReceived, ev.StreamWritable, ev.CircuitClosed)):
             handled = False
-            for d in list(self.downloads.values()):
-                handled = d.download.handle(e) or handled
+            handled = self.downloads.handle(e) or handled
             if self.holder is not None:
                 handled = self.holder.handle(e) or handled
             handled = self.ordb.handle(e) or handled
@@ -705,13 +701,11 @@ class Peer:
 
     def get(self, link: ShareLink, output: Path | None = None) -> DownloadTask:
         """Start a download, or attach to the one already running (downloads belong to the peer)."""
+        return self.downloads.start(link, output)
+
+    def _new_download(self, link: ShareLink) -> Download:
         assert self.store is not None
-        task = self.downloads.get(link.hash_name)
-        if task is not None and not task.task.done():
-            if output is not None:
-                task.output = output
-            return task
-        dl = Download(
+        return Download(
             node=self.node,
             kick=self.driver.flush,
             store=self.store,
@@ -723,57 +717,14 @@ class Peer:
             want_circuits=self.config.download_circuits,
             rng=self.rng,
         )
-        dt = DownloadTask(link, dl, output)
-        dt.task = asyncio.get_running_loop().create_task(self._run_download(dt))
-        self.downloads[link.hash_name] = dt
-        self._save_downloads()
-        return dt
+
+    async def _export(self, link: ShareLink, output: Path) -> Path:
+        assert self.store is not None
+        return await self.store.export(link.hash_name, output, link.key)
 
     def _seed(self, hash_name: bytes) -> None:
         if self.holder is not None:
             self.holder.announce_soon(hash_name)
-
-    async def _run_download(self, dt: DownloadTask) -> None:
-        assert self.store is not None
-        try:
-            await dt.download.run()
-            if dt.output is not None:
-                dt.exported = str(await self.store.export(dt.link.hash_name, dt.output, dt.link.key))
-            dt.download.progress.state = "complete"
-            self._seed(dt.link.hash_name)
-        except asyncio.CancelledError:
-            raise
-        except PeerError as exc:
-            dt.download.progress.state = "failed"
-            dt.download.progress.error = str(exc)
-        finally:
-            dt.download._notify()
-            self._save_downloads()
-
-    def _save_downloads(self) -> None:
-        """Downloads survive restarts: links (keys included) in a 0600 file of the data dir."""
-        items = [
-            {
-                "link": d.link.format(),
-                "output": str(d.output) if d.output else None,
-                "done": d.download.progress.state == "complete",
-            }
-            for d in self.downloads.values()
-        ]
-        atomic_write_private(self.config.data_dir / "downloads.json", json.dumps(items).encode())
-
-    async def _resume(self) -> None:
-        path = self.config.data_dir / "downloads.json"
-        try:
-            items = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        await asyncio.sleep(1.0)  # let links form first
-        for it in items:
-            if it.get("done"):
-                continue
-            with contextlib.suppress(PeerError, ValueError, TypeError):
-                self.get(ShareLink.parse(it["link"]), Path(it["output"]) if it.get("output") else None)
 
     # ---- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, object]:
@@ -831,31 +782,3 @@ class _LocalContent:
     async def serve_here(self, stream: tuple[int, int], q: DbQuery) -> None:
         assert self._peer.holder is not None
         await self._peer.holder.serve_here(stream, q)
-
-
-@dataclass(eq=False)
-class DownloadTask:
-    link: ShareLink
-    download: Download
-    output: Path | None
-    task: asyncio.Task[None] = field(init=False)
-    exported: str | None = None
-
-    def summary(self) -> dict[str, object]:
-        p: Progress = self.download.progress
-        return {
-            "id": self.link.hash_name.hex(),
-            "state": p.state,
-            "have": p.have,
-            "total": p.total,
-            "bytes": p.bytes_verified,
-            "size": p.size,
-            "rate": round(p.rate),
-            "circuits": p.circuits,
-            "ordbs": p.ordbs_used,
-            "bad_pieces": p.bad_pieces,
-            "replaced": p.replaced,
-            "first_byte_s": p.first_byte_s,
-            "error": p.error,
-            "exported": self.exported,
-        }

@@ -32,6 +32,7 @@ import aiosqlite
 from peer.crypto.identity import RandBytes
 from peer.errors import StorageError, UsageError
 from storage import schema
+from storage.checkpoint import LIMIT_BYTES, Checkpointer
 from storage.encryption import PieceCipher, decrypt_metadata
 from storage.errors import (
     CorruptPiece,
@@ -103,11 +104,13 @@ class ChunkStore:
         path: Path,
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
+        checkpointer: aiosqlite.Connection,
         clock: Callable[[], float],
     ) -> None:
         self.path = path
         self._w = writer
         self._r = reader
+        self._ckpt = Checkpointer(checkpointer)
         self._clock = clock
         self._lock = asyncio.Lock()
         self._shares: dict[bytes, _Share] = {}
@@ -139,6 +142,7 @@ class ChunkStore:
         except sqlite3.Error as exc:
             raise _mapped(exc) from exc
         r: aiosqlite.Connection | None = None
+        ck: aiosqlite.Connection | None = None
         try:
             if fresh:
                 for pragma in schema.CREATE_PRAGMAS:
@@ -150,20 +154,25 @@ class ChunkStore:
                 f"PRAGMA synchronous = {synchronous}",
                 "PRAGMA foreign_keys = ON",
                 "PRAGMA busy_timeout = 10000",
+                # Backstop only: bulk writes are checkpointed in the background (storage.checkpoint).
+                f"PRAGMA wal_autocheckpoint = {2 * LIMIT_BYTES // schema.PAGE_SIZE}",
             ):
                 await w.execute(pragma)
             await cls._migrate(w)
             r = await aiosqlite.connect(p, isolation_level=None)
             await r.execute("PRAGMA busy_timeout = 10000")
             await r.execute("PRAGMA query_only = ON")
+            ck = await aiosqlite.connect(p, isolation_level=None)
+            await ck.execute(f"PRAGMA synchronous = {synchronous}")
         except BaseException as exc:
             await w.close()
-            if r is not None:
-                await r.close()
+            for c in (r, ck):
+                if c is not None:
+                    await c.close()
             if isinstance(exc, sqlite3.Error):
                 raise _mapped(exc) from exc
             raise
-        store = cls(p, w, r, clock)
+        store = cls(p, w, r, ck, clock)
         if max_bytes is not None:
             await store.set_quota(max_bytes)
         return store
@@ -186,7 +195,8 @@ class ChunkStore:
                 raise
 
     async def close(self) -> None:
-        """Close both connections (a clean close checkpoints the WAL into the database)."""
+        """Close the connections (the writer, closed last, checkpoints the WAL into the database)."""
+        await self._ckpt.close()
         await self._r.close()
         await self._w.close()
 
@@ -207,6 +217,7 @@ class ChunkStore:
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; sqlite errors become typed StorageErrors and roll it back."""
         async with self._lock:
+            await self._ckpt.room()
             try:
                 await self._w.execute("BEGIN IMMEDIATE")
                 yield self._w
@@ -309,6 +320,7 @@ class ChunkStore:
             row = await (
                 await w.execute("SELECT have_count, piece_count FROM shares WHERE id = ?", (share.id,))
             ).fetchone()
+        self._ckpt.wrote(sum(len(d) for _, _, d, _ in rows))
         assert row is not None
         return PutResult(stored, len(rows) - stored, row[0] >= row[1])
 
@@ -518,6 +530,7 @@ class ChunkStore:
         """Give free pages back to the file system (all of them, or about ``max_bytes``)."""
         pages = 0 if max_bytes is None else max(1, max_bytes // schema.PAGE_SIZE)
         async with self._lock:
+            await self._ckpt.drain()
             try:
                 # executescript steps the pragma to completion (execute() would free one page only).
                 await self._w.executescript(f"PRAGMA incremental_vacuum({pages});")

@@ -21,6 +21,7 @@ import pytest
 
 from dht.records import Route
 from peer.bridge import Bridge
+from peer.errors import LinkClosed
 from peer.linkmanager import LinkRefused
 from peer.proto.exitpolicy import ExitPolicy
 from peer.runtime import Peer, PeerConfig
@@ -191,4 +192,31 @@ async def test_links_rotate_slowly_and_guards_stay(tmp_path: Path, bridge: tuple
         )
         assert seen_after != others_before or any(d.startswith("rotation") for d in p0.links.dropped)
     finally:
+        await stop(peers)
+
+
+async def test_silent_tls_connections_neither_fill_k_nor_pile_up(
+    tmp_path: Path, bridge: tuple[Bridge, list[str]]
+) -> None:
+    b, _kinds = bridge
+    peers = await start(tmp_path, b.url, 2, 84, max_links=1)
+    a, target = peers
+    await target.links.listen_tls("127.85.0.1", 0)
+    assert target.links.tls_server is not None
+    addr = target.links.tls_server.address
+    silent = [await connect_tls(*addr, timeout=10) for _ in range(2)]  # TLS up, no link handshake
+    try:
+        assert await wait_for(lambda: target.links._accepting_tls == 2, 10)
+        extra = await connect_tls(*addr, timeout=10)  # beyond 2K pending handshakes: closed at once
+        with pytest.raises(LinkClosed):
+            await asyncio.wait_for(extra.recv(), 10)
+        assert target.links.count == 0  # pending handshakes are not links: they do not fill K
+        for s in silent:  # a peer that goes away mid-handshake frees its place at once
+            await s.close()
+        assert await wait_for(lambda: target.links._accepting_tls == 0, 10)
+        await a.links.connect(target.record(), None)  # a real peer gets the one link K allows
+        assert target.keys.node_id in a.links.neighbours
+    finally:
+        for s in silent:
+            await s.close()
         await stop(peers)
