@@ -76,9 +76,20 @@ class Relay:
     bandwidth: int
     ntor_key: bytes  # 32 bytes
     policy: PolicySummary
+    #: RSA ids this relay declares as family ("$HEX" entries of its microdescriptor's family line)
+    family: frozenset[bytes] = frozenset()
+    #: family ids it declares ("family-ids", proposal 321): sharing one puts two relays in one family
+    family_ids: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"Relay({self.nickname}, {self.rsa_id.hex()[:8]}…)"
+
+    def same_family(self, other: Relay) -> bool:
+        """path-spec §2.2: two relays that list each other in their family lines (or share a
+        family id) are one operator's, and never go in one circuit."""
+        if self.family_ids & other.family_ids:
+            return True
+        return other.rsa_id in self.family and self.rsa_id in other.family
 
     def is_exit_for(self, port: int) -> bool:
         return "Exit" in self.flags and "BadExit" not in self.flags and self.policy.allows(port)
@@ -112,9 +123,22 @@ def join_relays(consensus: Consensus, microdescs: dict[bytes, Microdesc]) -> tup
                 rs.bandwidth,
                 md.ntor_key,
                 md.policy,
+                family_rsa_ids(md.family),
+                frozenset(md.family_ids),
             )
         )
     return tuple(out)
+
+
+def family_rsa_ids(entries: Sequence[str]) -> frozenset[bytes]:
+    """The RSA ids named in a family line: ``$`` + 40 hex digits, optionally ``=name``/``~name``.
+    Bare nicknames name nobody verifiable and are ignored (as tor does since 0.3.x)."""
+    out = set()
+    for e in entries:
+        if e.startswith("$") and len(e) >= 41:
+            with contextlib.suppress(ValueError):
+                out.add(bytes.fromhex(e[1:41]))
+    return frozenset(out)
 
 
 def build_directory(

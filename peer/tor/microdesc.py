@@ -63,6 +63,7 @@ class Microdesc:
     policy: PolicySummary
     family: tuple[str, ...]
     text: str
+    family_ids: tuple[str, ...] = ()  # "family-ids" (proposal 321 "happy families"), e.g. ed25519:...
 
 
 def _split(text: str) -> list[str]:
@@ -86,6 +87,7 @@ def parse_microdesc(text: str) -> Microdesc:
     ed: bytes | None = None
     policy = REJECT_ALL
     family: tuple[str, ...] = ()
+    family_ids: tuple[str, ...] = ()
     try:
         for it in items(text):
             if it.keyword == "ntor-onion-key":
@@ -100,13 +102,17 @@ def parse_microdesc(text: str) -> Microdesc:
                 policy = PolicySummary.parse(it.args)
             elif it.keyword == "family":
                 family = it.args
+            elif it.keyword == "family-ids":
+                family_ids = it.args
     except DocumentError as exc:
         raise MicrodescError(f"microdescriptor: {exc}") from exc
     if ntor is None or len(ntor) != 32:
         raise MicrodescError("microdescriptor lacks a 32-byte ntor-onion-key")
     if ed is not None and len(ed) != 32:
         raise MicrodescError("microdescriptor: id ed25519 is not 32 bytes")
-    return Microdesc(hashlib.sha256(text.encode("ascii")).digest(), ntor, ed, policy, family, text)
+    return Microdesc(
+        hashlib.sha256(text.encode("ascii")).digest(), ntor, ed, policy, family, text, family_ids
+    )
 
 
 def parse_microdescs(text: str, wanted: Iterable[bytes] | None = None) -> dict[bytes, Microdesc]:

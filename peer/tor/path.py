@@ -6,7 +6,8 @@ A path is ``guard, middle..., exit`` (default 3 hops, 2 to 5).  Rules:
 * the guard comes from the persisted guard set (:mod:`peer.tor.guards`) and has the Guard flag;
 * the exit has the Exit flag, not BadExit, and its policy summary accepts the target port;
 * no relay twice; no two hops in the same IPv4 /16 (IPv6 /32) unless ``allow_same_subnet`` is set
-  explicitly (private test networks where every relay is on 127.0.0.1);
+  explicitly (private test networks where every relay is on 127.0.0.1); no two hops of one family
+  (they list each other in their microdescriptors' family lines, or share a family id);
 * each position is chosen at random weighted by the consensus bandwidth (uniformly if all
   weights are zero), with an injected ``random.Random``.
 
@@ -69,7 +70,7 @@ class PathBuilder:
 
     def compatible(self, relay: Relay, chosen: Sequence[Relay]) -> bool:
         for other in chosen:
-            if relay.rsa_id == other.rsa_id:
+            if relay.rsa_id == other.rsa_id or relay.same_family(other):
                 return False
             if not self.allow_same_subnet and subnet_of(relay.address) == subnet_of(other.address):
                 return False
@@ -82,9 +83,9 @@ class PathBuilder:
         candidates = [r for r in fits if self.compatible(r, chosen)]
         if not candidates:
             rule = (
-                "is a distinct relay"
+                "is a distinct relay of another family"
                 if self.allow_same_subnet
-                else "is a distinct relay outside the others' /16"
+                else "is a distinct relay of another family outside the others' /16"
             )
             raise NoSuitableRelay(f"no {role} that {rule} ({len(fits)} {role} candidate(s) in all)")
         return weighted_choice(candidates, self.rng)
@@ -126,6 +127,8 @@ def check_path(path: Sequence[Relay], port: int, *, allow_same_subnet: bool = Fa
         raise NoSuitableRelay("a relay appears twice in the path")
     if not allow_same_subnet and len({subnet_of(r.address) for r in path}) != len(path):
         raise NoSuitableRelay("two hops share a /16")
+    if any(a.same_family(b) for i, a in enumerate(path) for b in path[i + 1 :]):
+        raise NoSuitableRelay("two hops are in one family")
     if not all(usable(r) for r in path):
         raise NoSuitableRelay("a hop is not Running and Valid")
     if "Guard" not in path[0].flags:

@@ -26,7 +26,7 @@ from peer.tor.errors import (
     StaleConsensus,
     UnsignedConsensus,
 )
-from peer.tor.microdesc import PolicySummary, parse_microdescs
+from peer.tor.microdesc import PolicySummary, parse_microdesc, parse_microdescs
 
 DATA = Path(__file__).parent / "data"
 CONSENSUS = (DATA / "consensus-microdesc.txt").read_text("ascii")
@@ -284,3 +284,13 @@ async def test_http_errors_are_typed() -> None:
 
 def test_errors_are_peer_errors() -> None:
     assert issubclass(ConsensusError, PeerError) and issubclass(DocumentError, PeerError)
+
+
+def test_microdesc_family_lines_are_parsed() -> None:
+    first = MICRODESCS[: MICRODESCS.index("\nonion-key", 1) + 1]
+    text = first.replace(
+        "\nid ed25519 ", f"\nfamily ${'AB' * 20} nick\nfamily-ids ed25519:abc\nid ed25519 ", 1
+    )
+    md = parse_microdesc(text)
+    assert md.family == (f"${'AB' * 20}", "nick") and md.family_ids == ("ed25519:abc",)
+    assert parse_microdesc(first).family == () and parse_microdesc(first).family_ids == ()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from peer.errors import PathError, StorageError, UsageError
 from peer.tor.consensus import Consensus
-from peer.tor.directory import NetworkDirectory, Relay
+from peer.tor.directory import NetworkDirectory, Relay, family_rsa_ids
 from peer.tor.errors import NoSuitableRelay
 from peer.tor.guards import GuardSet, select_path
 from peer.tor.microdesc import PolicySummary
@@ -43,6 +43,8 @@ def relays(draw: st.DrawFn, n: int) -> Relay:
         bandwidth=draw(st.integers(0, 1000)),
         ntor_key=bytes(32),
         policy=draw(POLICIES),
+        family=frozenset(i.to_bytes(20, "big") for i in draw(st.sets(st.integers(0, 11), max_size=4))),
+        family_ids=frozenset(draw(st.sets(st.sampled_from(["ed25519:a", "ed25519:b"]), max_size=1))),
     )
 
 
@@ -207,3 +209,41 @@ def test_corrupt_or_future_guard_file(tmp_path: Path) -> None:
     f.write_text(json.dumps({"version": 2, "guards": []}))
     with pytest.raises(StorageError):
         GuardSet(f)
+
+
+def test_no_two_hops_of_one_family() -> None:
+    def relay(i: int, family: tuple[int, ...] = (), ids: tuple[str, ...] = ()) -> Relay:
+        return Relay(
+            f"r{i}",
+            bytes([i]) * 20,
+            None,
+            f"127.{i}.0.1",
+            9000 + i,
+            frozenset({"Running", "Valid", "Guard", "Exit"}),
+            10,
+            bytes(32),
+            PolicySummary(True, ((1, 65535),)),
+            frozenset(bytes([f]) * 20 for f in family),
+            frozenset(ids),
+        )
+
+    # 1 and 2 list each other: one family; 3 lists 1 but 1 does not list 3: not a family
+    one, two, three = relay(1, (2, 3)), relay(2, (1,)), relay(3, (1,))
+    assert one.same_family(two) and two.same_family(one)
+    assert not three.same_family(relay(4))
+    assert not relay(3, (4,)).same_family(relay(4))
+    assert relay(5, ids=("ed25519:x",)).same_family(relay(6, ids=("ed25519:x",)))
+    with pytest.raises(NoSuitableRelay, match="family"):
+        check_path([one, two], 80)
+    for seed in range(50):  # with only 1, 2 and a third relay, every 3-hop path uses the third
+        path = PathBuilder([one, two, relay(7)], random.Random(seed)).build(80, hops=2)
+        check_path(path, 80)
+        assert {r.nickname for r in path} != {"r1", "r2"}
+    with pytest.raises(NoSuitableRelay, match="another family"):
+        PathBuilder([one, two], random.Random(0)).build(80, hops=2)
+
+
+def test_family_lines_name_rsa_ids() -> None:
+    hexid = "AB" * 20
+    got = family_rsa_ids([f"${hexid}", f"${'CD' * 20}=nick", f"${'EF' * 20}~nick", "nickname", "$zz", "$12"])
+    assert got == {bytes.fromhex(hexid), bytes.fromhex("CD" * 20), bytes.fromhex("EF" * 20)}
