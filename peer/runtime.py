@@ -26,7 +26,7 @@ from peer.errors import PathError, PeerError
 from peer.fetch import Download
 from peer.holder import HolderService
 from peer.keystore import atomic_write_private, load_or_create_keys
-from peer.linkmanager import LinkManager, LinkManagerConfig, LinkRefused, tls_endpoint
+from peer.linkmanager import LinkManager, LinkManagerConfig
 from peer.ordb import OrdbService
 from peer.pathsel import eligible_ordbs, select_path, select_path_to
 from peer.peerlink import PeerKeys
@@ -37,6 +37,7 @@ from peer.proto.circuit import HopSpec
 from peer.proto.exitpolicy import ExitPolicy
 from peer.proto.node import NodeConfig, OnionNode
 from peer.socks import SocksServer, StreamOpenError
+from peer.topology import Topology, TopologyConfig
 from peer.transport.webrtc import WebRtcConfig
 from peer.wire.cells import Introduce, Introduced, decode_message  # noqa: F401  (decode kept for callers)
 from peer.wire.commands import CellCommand, RelayCommand
@@ -129,9 +130,15 @@ class Peer:
             rng=self.rng,
         )
         self.links.on_change = self._links_changed
-        self.links.make_room = self._make_room
-        self._last_rewire = 0.0
-        self._last_eviction = float("-inf")
+        self.topology = Topology(
+            self.links,
+            self.view,
+            lambda: self.guards,
+            self._signaller_for,
+            TopologyConfig(config.max_links, config.rewire_every, config.rotate_every),
+            self.rng,
+        )
+        self.links.make_room = self.topology.make_room
         self.dht = DhtNode()
         self.bridges: dict[str, BridgeClient] = {}
         self.socks: SocksServer | None = None
@@ -316,10 +323,9 @@ class Peer:
             data = json.dumps({"guards": [g.hex() for g in self.guards]}).encode()
             atomic_write_private(self.config.data_dir / GUARDS_FILE, data)
 
-    # ---- keeping K links ----------------------------------------------------------------------
+    # ---- keeping K links (peer/topology.py decides which) ---------------------------------------
     async def _maintain(self) -> None:
         last_refresh = time.monotonic()
-        next_rotation = last_refresh + self.config.rotate_every * self.rng.uniform(0.75, 1.25)
         while True:
             await asyncio.sleep(self.config.maintain_every)
             if time.monotonic() - last_refresh > self.config.view_refresh:
@@ -329,137 +335,7 @@ class Peer:
                         self.bridges.pop(url, None)
                         await self._connect_bridge(url)
                 await self._refresh_view()
-            want = [g for g in self.guards if g not in self.links.neighbours]
-            recs = [r for r in self.view.all() if r.node_id not in self.links.neighbours]
-            self.rng.shuffle(recs)
-            # Grow outward: peers our neighbours are not already linked to first (no triangles, so
-            # small networks do not split into cliques), then peers with spare capacity.
-            near = {
-                n
-                for nb in self.links.neighbour_ids()
-                if (r := self.view.get(nb)) is not None
-                for n in r.neighbours
-            }
-            recs.sort(key=lambda r: (r.node_id in near, len(r.neighbours)))
-            others = [r.node_id for r in recs]
-            if self.links.count >= self.config.max_links:
-                await self._rewire()
-            if self.config.rotate_every > 0 and time.monotonic() >= next_rotation:
-                next_rotation = time.monotonic() + self.config.rotate_every * self.rng.uniform(0.75, 1.25)
-                if self.links.count >= self.config.max_links:
-                    await self._rotate()
-            for nid in [*want, *others]:
-                if not self.links.may_try(nid):
-                    continue
-                if self.links.count >= self.config.max_links:
-                    break
-                rec = self.view.get(nid)
-                if rec is None:
-                    continue
-                via = self._signaller_for(rec)
-                if via is None and tls_endpoint(rec) is None:
-                    continue
-                with contextlib.suppress(LinkRefused):
-                    await self.links.connect(rec, via)
-
-    # ---- rewiring: keep the link graph an expander, not a set of cliques --------------------------
-    def _near(self) -> set[bytes]:
-        """Peers within two links of us (our neighbours' neighbours, as their records say)."""
-        return {
-            n
-            for nb in self.links.neighbour_ids()
-            if (r := self.view.get(nb)) is not None
-            for n in r.neighbours
-        }
-
-    def _redundant_neighbour(self) -> bytes | None:
-        """A non-guard neighbour also linked to another of our neighbours (a triangle edge)."""
-        nbs = self.links.neighbour_ids()
-        for n in self.rng.sample(nbs, len(nbs)):
-            if n in self.guards:
-                continue
-            for m in nbs:
-                rec = self.view.get(m)
-                if m != n and rec is not None and n in rec.neighbours:
-                    return n
-        return None
-
-    def _make_room(self, source: bytes, degree: int, purpose: int = 0) -> bool:
-        """A full peer gets an offer.  Swap a redundant link for one to a peer outside our reach;
-        or, for a peer with fewer than 2 links, drop a neighbour that has links to spare; or, for
-        a peer rotating its links, rotate one of ours (at most once per half rotation period, so
-        that nobody can churn our neighbours faster than rotation itself does)."""
-        if purpose == 2 and self.config.rotate_every > 0:
-            now = time.monotonic()
-            victims = [n for n in self.links.neighbour_ids() if n not in self.guards]
-            if victims and now - self._last_eviction >= self.config.rotate_every / 2:
-                self._last_eviction = now
-                self.links.drop(self.rng.choice(victims), "rotation: making room for a rotating peer")
-                return True
-        if degree < 2:
-            spare = [
-                n
-                for n in self.links.neighbour_ids()
-                if n not in self.guards
-                and (r := self.view.get(n)) is not None
-                and len(r.neighbours) >= self.config.max_links
-            ]
-            if spare:
-                self.links.drop(self.rng.choice(spare), "rewiring: making room for a peer with too few links")
-                return True
-        if source in self._near():
-            return False
-        victim = self._redundant_neighbour()
-        if victim is None:
-            return False
-        self.links.drop(victim, "rewiring: a redundant link gives way to a distant peer")
-        return True
-
-    async def _rewire(self) -> None:
-        now = time.monotonic()
-        if now - self._last_rewire < self.config.rewire_every:
-            return
-        self._last_rewire = now
-        victim = self._redundant_neighbour()
-        if victim is None:
-            return
-        near = self._near()
-        far = [
-            r
-            for r in self.view.all()
-            if r.node_id not in self.links.neighbours
-            and r.node_id not in near
-            and self.links.may_try(r.node_id)
-        ]
-        if not far:
-            return
-        await self._replace(victim, far, "rewiring: a redundant link gives way to a distant peer")
-
-    async def _rotate(self) -> None:
-        """Slow rotation (DESIGN §4): a random non-guard link gives way to a random peer of the view,
-        so that over time the neighbour set does not settle (make before break: the new link first)."""
-        victims = [n for n in self.links.neighbour_ids() if n not in self.guards]
-        cands = [
-            r
-            for r in self.view.all()
-            if r.node_id not in self.links.neighbours and self.links.may_try(r.node_id)
-        ]
-        if victims and cands:
-            await self._replace(
-                self.rng.choice(victims), cands, "rotation: links are replaced slowly", purpose=2
-            )
-
-    async def _replace(self, victim: bytes, cands: list[PeerRecord], why: str, purpose: int = 0) -> None:
-        rec = self.rng.choice(cands)
-        via = self._signaller_for(rec)
-        if via is None and tls_endpoint(rec) is None:
-            return
-        try:
-            await self.links.connect(rec, via, purpose=purpose)
-        except LinkRefused:
-            return
-        if victim in self.links.neighbours and self.links.count > self.config.max_links:
-            self.links.drop(victim, why)
+            await self.topology.step()
 
     def _signaller_for(self, rec: PeerRecord) -> _BridgeSignaller | _NeighbourSignaller | None:
         for n in getattr(rec, "neighbours", ()):  # an introducer we are linked to, so bridges see less

@@ -1,9 +1,11 @@
 """The chunk store: manifests, verified pieces and download state in SQLite (DESIGN §9; docs/storage.md).
 
 One :class:`ChunkStore` owns one database file, opened through aiosqlite in WAL
-mode with ``synchronous=NORMAL`` (``FULL`` on request).  It keeps two connections:
+mode with ``synchronous=NORMAL`` (``FULL`` on request).  It keeps three connections:
 a writer, serialised by an :class:`asyncio.Lock` so that transactions of different
-tasks never interleave, and a reader that only ever sees committed data.
+tasks never interleave, a reader that only ever sees committed data, and one that
+copies committed WAL frames into the database in the background
+(:mod:`storage.checkpoint`).
 
 Crash safety (argued in docs/storage.md): every change is one ``BEGIN IMMEDIATE``
 ... ``COMMIT`` transaction, a piece row and its bytes are always written together,
@@ -61,6 +63,8 @@ from storage.verify import PieceItem, assemble, check_rows, verify_pieces
 
 Synchronous = Literal["NORMAL", "FULL"]
 MAX_RANGE = 64 << 20  # largest read_range, bytes
+_PIPELINE_BYTES = 2 << 20  # reads are fetched and re-verified in runs of this many bytes, overlapped
+_INLINE_BYTES = 256 << 10  # runs up to this size are re-verified on the event loop, without a thread hop
 _SQLITE_FULL = 13
 _SQLITE_IOERR = 10
 
@@ -301,8 +305,6 @@ class ChunkStore:
         rows = await asyncio.to_thread(verify_pieces, share.manifest, list(items))
         lo, _ = schema.share_range(share.id)
         async with self._tx() as w:
-            if await (await w.execute("SELECT 1 FROM shares WHERE id = ?", (share.id,))).fetchone() is None:
-                raise ShareNotFound("the share was removed")
             cur = await w.executemany(
                 "INSERT OR IGNORE INTO pieces(id, leaf, proof) VALUES (?, ?, ?)",
                 [(lo | i, leaf, proof) for i, leaf, _, proof in rows],
@@ -312,17 +314,17 @@ class ChunkStore:
                 "INSERT OR IGNORE INTO piece_data(id, data) VALUES (?, ?)",
                 [(lo | i, d) for i, _, d, _ in rows],
             )
-            await w.execute(
+            counts = await w.execute_fetchall(
                 "UPDATE shares SET have_count = have_count + ?,"
-                " state = CASE WHEN have_count + ? >= piece_count THEN ? ELSE state END WHERE id = ?",
+                " state = CASE WHEN have_count + ? >= piece_count THEN ? ELSE state END WHERE id = ?"
+                " RETURNING have_count, piece_count",
                 (stored, stored, int(DownloadState.COMPLETE), share.id),
             )
-            row = await (
-                await w.execute("SELECT have_count, piece_count FROM shares WHERE id = ?", (share.id,))
-            ).fetchone()
+            if not counts:  # raising rolls the whole batch back
+                raise ShareNotFound("the share was removed")
         self._ckpt.wrote(sum(len(d) for _, _, d, _ in rows))
-        assert row is not None
-        return PutResult(stored, len(rows) - stored, row[0] >= row[1])
+        have, total = next(iter(counts))
+        return PutResult(stored, len(rows) - stored, have >= total)
 
     async def _drop_piece(self, share: _Share, index: int) -> None:
         key = schema.piece_key(share.id, index)
@@ -343,15 +345,44 @@ class ChunkStore:
 
         With ``proofs`` each piece is checked against the Merkle root through its stored proof (what
         we serve to others); without, against its stored leaf hash, itself checked against the root
-        when the piece was stored (what we read ourselves).  Hashing runs in a worker thread.
+        when the piece was stored (what we read ourselves).  Pieces are read in runs of about
+        ``_PIPELINE_BYTES``; a run is hashed in a worker thread while the next one is read (small runs
+        are hashed in place).  Nothing is returned before every piece of the range has been checked.
         """
         lo, _ = schema.share_range(share.id)
-        rows = await self._query(
-            "SELECT p.id, p.leaf, p.proof, d.data FROM pieces p JOIN piece_data d ON d.id = p.id"
-            " WHERE p.id BETWEEN ? AND ? AND p.proof IS NOT NULL",
-            (lo | first, lo | last),
-        )
-        good, bad = await asyncio.to_thread(check_rows, rows, share.manifest.root if proofs else None)
+        root = share.manifest.root if proofs else None
+        step = max(1, _PIPELINE_BYTES // share.manifest.piece_size)
+        good: dict[int, tuple[bytes, MerkleProof | None]] = {}
+        bad: list[int] = []
+        checking: asyncio.Future[tuple[dict[int, tuple[bytes, MerkleProof | None]], list[int]]] | None = None
+        try:
+            # Read run k+1 (reader connection's thread) while run k is hashed (a worker thread).
+            for a in range(first, last + 1, step):
+                rows = await self._query(
+                    "SELECT p.id, p.leaf, p.proof, d.data FROM pieces p JOIN piece_data d ON d.id = p.id"
+                    " WHERE p.id BETWEEN ? AND ? AND p.proof IS NOT NULL",
+                    (lo | a, lo | min(last, a + step - 1)),
+                )
+                if checking is not None:
+                    g, b = await checking
+                    good.update(g)
+                    bad += b
+                    checking = None
+                if len(rows) * share.manifest.piece_size <= _INLINE_BYTES:
+                    # A small run (such as one piece): hashing it here costs less than a thread hop.
+                    g, b = check_rows(rows, root)
+                    good.update(g)
+                    bad += b
+                else:
+                    checking = asyncio.ensure_future(asyncio.to_thread(check_rows, rows, root))
+            if checking is not None:
+                g, b = await checking
+                good.update(g)
+                bad += b
+                checking = None
+        finally:
+            if checking is not None:
+                await asyncio.gather(checking, return_exceptions=True)
         for index in bad:
             await self._drop_piece(share, index)
         return good, bad

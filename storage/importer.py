@@ -235,8 +235,8 @@ async def import_file(
     hash_name = manifest.hash_name
 
     def proofs() -> Iterator[tuple[bytes, int]]:
-        for i in range(count):
-            yield tree.proof(i).encode(), lo | i
+        for i, proof in enumerate(tree.encoded_proofs()):
+            yield proof, lo | i
 
     async with store._tx() as w:
         await w.executemany("UPDATE pieces SET proof = ? WHERE id = ?", proofs())

@@ -16,7 +16,8 @@ Sans-I/O: pure functions and frozen dataclasses only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from peer.errors import UnknownVersion, WireError
@@ -30,6 +31,7 @@ MAX_PATH = 32  # ceil(log2(2**32))
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _LEAF = b"\x00"
 _NODE = b"\x01"
+_PROOF_HEADER = struct.Struct(">BIIB")  # version, index, count, path length (docs/formats.md §4)
 
 
 def leaf_hash(piece: bytes | memoryview) -> bytes:
@@ -171,3 +173,17 @@ class MerkleTree:
                 path.append(level[sibling * HASH_LEN : (sibling + 1) * HASH_LEN])
             i >>= 1
         return MerkleProof(index, count, tuple(path))
+
+    def encoded_proofs(self) -> Iterator[bytes]:
+        """``self.proof(i).encode()`` for every piece in order, without building the proof objects."""
+        count = self.count
+        levels = self._levels[:-1]
+        for index in range(count):
+            path = []
+            i = index
+            for level in levels:
+                sibling = i ^ 1
+                if sibling * HASH_LEN < len(level):
+                    path.append(level[sibling * HASH_LEN : (sibling + 1) * HASH_LEN])
+                i >>= 1
+            yield _PROOF_HEADER.pack(PROOF_VERSION, index, count, len(path)) + b"".join(path)
