@@ -1,11 +1,9 @@
 """The chunk store: manifests, verified pieces and download state in SQLite (DESIGN §9; docs/storage.md).
 
 One :class:`ChunkStore` owns one database file, opened through aiosqlite in WAL
-mode with ``synchronous=NORMAL`` (``FULL`` on request).  It keeps three connections:
+mode with ``synchronous=NORMAL`` (``FULL`` on request).  It keeps two connections:
 a writer, serialised by an :class:`asyncio.Lock` so that transactions of different
-tasks never interleave, a reader that only ever sees committed data, and one that
-copies committed WAL frames into the database in the background
-(:mod:`storage.checkpoint`).
+tasks never interleave, and a reader that only ever sees committed data.
 
 Crash safety (argued in docs/storage.md): every change is one ``BEGIN IMMEDIATE``
 ... ``COMMIT`` transaction, a piece row and its bytes are always written together,
@@ -34,7 +32,6 @@ import aiosqlite
 from peer.crypto.identity import RandBytes
 from peer.errors import StorageError, UsageError
 from storage import schema
-from storage.checkpoint import LIMIT_BYTES, Checkpointer
 from storage.encryption import PieceCipher, decrypt_metadata
 from storage.errors import (
     CorruptPiece,
@@ -108,13 +105,11 @@ class ChunkStore:
         path: Path,
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
-        checkpointer: aiosqlite.Connection,
         clock: Callable[[], float],
     ) -> None:
         self.path = path
         self._w = writer
         self._r = reader
-        self._ckpt = Checkpointer(checkpointer)
         self._clock = clock
         self._lock = asyncio.Lock()
         self._shares: dict[bytes, _Share] = {}
@@ -146,7 +141,6 @@ class ChunkStore:
         except sqlite3.Error as exc:
             raise _mapped(exc) from exc
         r: aiosqlite.Connection | None = None
-        ck: aiosqlite.Connection | None = None
         try:
             if fresh:
                 for pragma in schema.CREATE_PRAGMAS:
@@ -158,25 +152,20 @@ class ChunkStore:
                 f"PRAGMA synchronous = {synchronous}",
                 "PRAGMA foreign_keys = ON",
                 "PRAGMA busy_timeout = 10000",
-                # Backstop only: bulk writes are checkpointed in the background (storage.checkpoint).
-                f"PRAGMA wal_autocheckpoint = {2 * LIMIT_BYTES // schema.PAGE_SIZE}",
             ):
                 await w.execute(pragma)
             await cls._migrate(w)
             r = await aiosqlite.connect(p, isolation_level=None)
             await r.execute("PRAGMA busy_timeout = 10000")
             await r.execute("PRAGMA query_only = ON")
-            ck = await aiosqlite.connect(p, isolation_level=None)
-            await ck.execute(f"PRAGMA synchronous = {synchronous}")
         except BaseException as exc:
             await w.close()
-            for c in (r, ck):
-                if c is not None:
-                    await c.close()
+            if r is not None:
+                await r.close()
             if isinstance(exc, sqlite3.Error):
                 raise _mapped(exc) from exc
             raise
-        store = cls(p, w, r, ck, clock)
+        store = cls(p, w, r, clock)
         if max_bytes is not None:
             await store.set_quota(max_bytes)
         return store
@@ -199,8 +188,7 @@ class ChunkStore:
                 raise
 
     async def close(self) -> None:
-        """Close the connections (the writer, closed last, checkpoints the WAL into the database)."""
-        await self._ckpt.close()
+        """Close both connections (a clean close checkpoints the WAL into the database)."""
         await self._r.close()
         await self._w.close()
 
@@ -221,7 +209,6 @@ class ChunkStore:
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; sqlite errors become typed StorageErrors and roll it back."""
         async with self._lock:
-            await self._ckpt.room()
             try:
                 await self._w.execute("BEGIN IMMEDIATE")
                 yield self._w
@@ -322,7 +309,6 @@ class ChunkStore:
             )
             if not counts:  # raising rolls the whole batch back
                 raise ShareNotFound("the share was removed")
-        self._ckpt.wrote(sum(len(d) for _, _, d, _ in rows))
         have, total = next(iter(counts))
         return PutResult(stored, len(rows) - stored, have >= total)
 
@@ -561,7 +547,6 @@ class ChunkStore:
         """Give free pages back to the file system (all of them, or about ``max_bytes``)."""
         pages = 0 if max_bytes is None else max(1, max_bytes // schema.PAGE_SIZE)
         async with self._lock:
-            await self._ckpt.drain()
             try:
                 # executescript steps the pragma to completion (execute() would free one page only).
                 await self._w.executescript(f"PRAGMA incremental_vacuum({pages});")

@@ -202,7 +202,6 @@ async def import_file(
                     pending.cancel()
                     await asyncio.gather(pending, return_exceptions=True)
                 raise
-            store._ckpt.wrote(sum(len(d) for _, _, d in rows))
             for i, lf, _ in rows:
                 leaves[i * HASH_LEN : (i + 1) * HASH_LEN] = lf
             written += len(rows)
