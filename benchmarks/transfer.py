@@ -323,7 +323,7 @@ def measure_ctor(size: int, rounds: int, work: Path) -> dict[str, Any]:
 
 def run_ctor(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if args.quick:
-        return {"skipped": "--quick (the private tor network alone takes about 45 s to start)"}
+        return {"skipped": "--quick (the private tor network alone takes 25-35 s to start)"}
     if args.no_ctor:
         return {"skipped": "--no-ctor"}
     return measure_ctor(int(args.size_mb * MB), args.rounds, work)
