@@ -117,3 +117,10 @@ class Writer:
         if len(b) > 0xFFFF:
             raise WireError(f"{len(b)} bytes do not fit a 2-byte length")
         return self.push_u16(len(b)).push_bytes(b)
+
+
+def exact(value: bytes, n: int, what: str) -> bytes:
+    """``value`` if it is exactly ``n`` bytes long; WireError naming ``what`` otherwise."""
+    if len(value) != n:
+        raise WireError(f"{what} is {n} bytes, got {len(value)}")
+    return value

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol, Self
 
 from peer.errors import WireError
-from peer.wire.buffer import Reader, Writer
+from peer.wire.buffer import Reader, Writer, exact
 from peer.wire.commands import CellCommand, build_registry, is_variable
 from peer.wire.linkcells import (
     LINK_MESSAGE_CLASSES,
@@ -197,12 +197,6 @@ def encode_versions_cell(versions: Sequence[int]) -> bytes:
 # --------------------------------------------------------------------------- helpers
 
 
-def _exact(value: bytes, n: int, what: str) -> bytes:
-    if len(value) != n:
-        raise WireError(f"{what} is {n} bytes, got {len(value)}")
-    return value
-
-
 # --------------------------------------------------------------------------- link handshake
 
 
@@ -300,7 +294,7 @@ class AuthChallenge:
     def encode_payload(self) -> bytes:
         if len(self.methods) > 0xFFFF:
             raise WireError("too many AUTH_CHALLENGE methods")
-        w = Writer().push_bytes(_exact(self.challenge, 32, "AUTH_CHALLENGE challenge"))
+        w = Writer().push_bytes(exact(self.challenge, 32, "AUTH_CHALLENGE challenge"))
         w.push_u16(len(self.methods))
         for m in self.methods:
             w.push_u16(m)
@@ -377,7 +371,7 @@ class NetAddress:
     def push(self, w: Writer) -> None:
         want = _ADDR_LEN.get(self.atype)
         if want is not None:
-            _exact(self.value, want, f"NETINFO address of type {self.atype}")
+            exact(self.value, want, f"NETINFO address of type {self.atype}")
         w.push_u8(self.atype).push_var8(self.value)
 
     @classmethod
@@ -481,7 +475,7 @@ class CreateFast:
     x: bytes
 
     def encode_payload(self) -> bytes:
-        return _exact(self.x, 20, "CREATE_FAST X")
+        return exact(self.x, 20, "CREATE_FAST X")
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
@@ -497,7 +491,7 @@ class CreatedFast:
     kh: bytes
 
     def encode_payload(self) -> bytes:
-        return _exact(self.y, 20, "CREATED_FAST Y") + _exact(self.kh, 20, "CREATED_FAST KH")
+        return exact(self.y, 20, "CREATED_FAST Y") + exact(self.kh, 20, "CREATED_FAST KH")
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
@@ -528,11 +522,11 @@ class Relay:
     payload: bytes
 
     def encode_payload(self) -> bytes:
-        return _exact(self.payload, PAYLOAD_LEN, "relay cell payload")
+        return exact(self.payload, PAYLOAD_LEN, "relay cell payload")
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
-        return cls(_exact(bytes(payload), PAYLOAD_LEN, "relay cell payload"))
+        return cls(exact(bytes(payload), PAYLOAD_LEN, "relay cell payload"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,11 +537,11 @@ class RelayEarly:
     payload: bytes
 
     def encode_payload(self) -> bytes:
-        return _exact(self.payload, PAYLOAD_LEN, "relay cell payload")
+        return exact(self.payload, PAYLOAD_LEN, "relay cell payload")
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
-        return cls(_exact(bytes(payload), PAYLOAD_LEN, "relay cell payload"))
+        return cls(exact(bytes(payload), PAYLOAD_LEN, "relay cell payload"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol, Self
 
 from peer.errors import WireError
-from peer.wire.buffer import Reader, Writer
+from peer.wire.buffer import Reader, Writer, exact
 from peer.wire.commands import EndReason, RelayCommand, build_registry
 from peer.wire.linkspec import LinkSpec, encode_link_specs, pull_link_specs
 
@@ -155,12 +155,6 @@ def relay_payload(command: int, stream_id: int, data: bytes, randbytes: Callable
 
 
 # --------------------------------------------------------------------------- message bodies
-
-
-def _exact(value: bytes, n: int, what: str) -> bytes:
-    if len(value) != n:
-        raise WireError(f"{what} is {n} bytes, got {len(value)}")
-    return value
 
 
 def _host_ok(host: str) -> bool:
@@ -359,7 +353,7 @@ class Sendme:
         if self.version == 0 and not self.digest:
             return b""
         if self.version == 1:
-            _exact(self.digest, SENDME_V1_DIGEST_LEN, "SENDME v1 digest")
+            exact(self.digest, SENDME_V1_DIGEST_LEN, "SENDME v1 digest")
         return Writer().push_u8(self.version).push_var16(self.digest).getvalue()
 
     @classmethod
