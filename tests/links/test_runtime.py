@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from peer.bridge import Bridge
 from peer.errors import PathError
 from peer.runtime import Peer, PeerConfig
 from peer.wire.cells import Introduce
+from tests.links.support import Seen, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,23 +36,6 @@ async def start_peers(tmp: Path, url: str, n: int, **kw: object) -> list[Peer]:
         cfg = PeerConfig(data_dir=tmp / f"p{i}", host=f"127.{60 + i}.0.1", bridges=[url], stable=True, **kw)  # type: ignore[arg-type]
         peers.append(await Peer.start(cfg))
     return peers
-
-
-async def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.1)):
-        if pred():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(pred())
-
-
-@pytest.fixture
-async def recorded() -> AsyncIterator[tuple[Bridge, list[bytes]]]:
-    seen: list[bytes] = []
-    bridge = Bridge(recorder=lambda kind, raw: seen.append(raw))
-    await bridge.start("127.0.0.1", 0)
-    yield bridge, seen
-    await bridge.stop()
 
 
 async def test_tampered_offer_is_refused_and_no_circuit_uses_it(tmp_path: Path) -> None:
@@ -75,14 +58,15 @@ async def test_tampered_offer_is_refused_and_no_circuit_uses_it(tmp_path: Path) 
 
 
 async def test_links_form_and_the_bridge_sees_no_ice_candidate(
-    tmp_path: Path, recorded: tuple[Bridge, list[bytes]]
+    tmp_path: Path, recording_bridge: tuple[Bridge, Seen]
 ) -> None:
-    bridge, seen = recorded
+    bridge, log = recording_bridge
     peers = await start_peers(tmp_path, bridge.url, 3)
     try:
         assert await wait_for(lambda: all(len(p.links.neighbours) == 2 for p in peers), 30)
         circ, path = await build_when_ready(peers[0], hops=2)
         assert len(path) == 2 and circ in peers[0].node.circuits
+        seen = [raw for _kind, raw in log]
         assert seen, "the recorder saw nothing"
         blob = b"".join(seen)
         assert b"candidate" not in blob and b"a=fingerprint" not in blob

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,25 +25,9 @@ from peer.linkmanager import LinkRefused
 from peer.proto.exitpolicy import ExitPolicy
 from peer.runtime import Peer, PeerConfig
 from peer.transport.tls import TlsLink, connect_tls, serve_tls
+from tests.links.support import Seen, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-async def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.1)):
-        if pred():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(pred())
-
-
-@pytest.fixture
-async def bridge() -> AsyncIterator[tuple[Bridge, list[str]]]:
-    kinds: list[str] = []
-    b = Bridge(recorder=lambda kind, raw: kinds.append(kind))
-    await b.start("127.0.0.1", 0)
-    yield b, kinds
-    await b.stop()
 
 
 async def start(
@@ -80,9 +63,9 @@ async def echo_server() -> tuple[asyncio.Server, int]:
 
 
 async def test_tls_links_need_no_signalling_and_carry_a_circuit(
-    tmp_path: Path, bridge: tuple[Bridge, list[str]]
+    tmp_path: Path, recording_bridge: tuple[Bridge, Seen]
 ) -> None:
-    b, kinds = bridge
+    b, seen = recording_bridge
     peers = await start(tmp_path, b.url, 4, 70, stable=(0, 1, 2, 3), tls_port=0)
     server, port = await echo_server()
     try:
@@ -90,7 +73,7 @@ async def test_tls_links_need_no_signalling_and_carry_a_circuit(
         assert await wait_for(lambda: all(len(p.links.neighbours) == 3 for p in peers), 40)
         transports = {n.transport for p in peers for n in p.links.neighbours.values()}
         assert transports == {"tls"}, transports
-        assert not [k for k in kinds if "INTRODUCE" in k], "TLS links went through bridge signalling"
+        assert not [k for k, _raw in seen if "INTRODUCE" in k], "TLS links went through bridge signalling"
         stream = None
         for _ in range(30):  # records list neighbours once peers republish after their links form
             try:
@@ -122,8 +105,10 @@ async def test_tls_links_need_no_signalling_and_carry_a_circuit(
         await stop(peers)
 
 
-async def test_a_tls_man_in_the_middle_is_refused(tmp_path: Path, bridge: tuple[Bridge, list[str]]) -> None:
-    b, _kinds = bridge
+async def test_a_tls_man_in_the_middle_is_refused(
+    tmp_path: Path, recording_bridge: tuple[Bridge, Seen]
+) -> None:
+    b, _seen = recording_bridge
     peers = await start(tmp_path, b.url, 2, 80, max_links=1)
     a, target = peers
     await target.links.listen_tls("127.81.0.1", 0)
@@ -160,8 +145,10 @@ async def test_a_tls_man_in_the_middle_is_refused(tmp_path: Path, bridge: tuple[
         await stop(peers)
 
 
-async def test_links_rotate_slowly_and_guards_stay(tmp_path: Path, bridge: tuple[Bridge, list[str]]) -> None:
-    b, _kinds = bridge
+async def test_links_rotate_slowly_and_guards_stay(
+    tmp_path: Path, recording_bridge: tuple[Bridge, Seen]
+) -> None:
+    b, _seen = recording_bridge
     peers = await start(
         tmp_path,
         b.url,
@@ -196,9 +183,9 @@ async def test_links_rotate_slowly_and_guards_stay(tmp_path: Path, bridge: tuple
 
 
 async def test_silent_tls_connections_neither_fill_k_nor_pile_up(
-    tmp_path: Path, bridge: tuple[Bridge, list[str]]
+    tmp_path: Path, recording_bridge: tuple[Bridge, Seen]
 ) -> None:
-    b, _kinds = bridge
+    b, _seen = recording_bridge
     peers = await start(tmp_path, b.url, 2, 84, max_links=1)
     a, target = peers
     await target.links.listen_tls("127.85.0.1", 0)
