@@ -110,17 +110,23 @@ def test_share_and_get_50mb(net: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_lying_holder_is_dropped(net: dict[str, Any], tmp_path: Path) -> None:
-    src, digest = make_file(tmp_path, "f2.bin", 6 * MB)
-    link = share(net, HOLDER, src)
-    # an honest second holder and a lying one both fetch it first (downloaders seed by default)
-    assert get(net, HOLDER2, link, tmp_path / "h2.out")["state"] == "complete"
-    assert get(net, CORRUPT, link, tmp_path / "c.out")["state"] == "complete"
     drops_before = ordb_stat(net, "bad_piece_drops")
-    time.sleep(3)  # both have announced
-    s = get(net, REQUESTER, link, tmp_path / "f2.out")
-    assert s["state"] == "complete", s
-    assert sha(tmp_path / "f2.out") == digest
-    assert s["bad_pieces"] >= 1, "the lying holder was never asked (the ORDBs picked the honest ones)"
+    # ORDBs pair each query with a holder at random: the liar may not be asked in one download
+    # (it is one of two holders, known to only some ORDBs); a fresh file gives it a fresh chance
+    for attempt in range(4):
+        src, digest = make_file(tmp_path, f"f2-{attempt}.bin", 6 * MB)
+        link = share(net, HOLDER, src)
+        # the lying holder fetches it first (downloaders seed by default), then lies about it
+        assert get(net, CORRUPT, link, tmp_path / f"c{attempt}.out")["state"] == "complete"
+        time.sleep(3)  # it has announced
+        s = get(net, REQUESTER, link, tmp_path / f"f2-{attempt}.out")
+        assert s["state"] == "complete", s
+        assert sha(tmp_path / f"f2-{attempt}.out") == digest  # completed from the honest holder
+        if s["bad_pieces"] >= 1:
+            break
+    else:
+        raise AssertionError("the lying holder was never asked in 4 downloads")
+    print(f"\nthe liar was asked in download {attempt + 1}: {s['bad_pieces']} bad pieces, all refetched")
     assert ordb_stat(net, "bad_piece_drops") > drops_before
 
 

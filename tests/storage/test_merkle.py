@@ -117,3 +117,9 @@ def test_proof_garbage_gives_typed_error(data: bytes) -> None:
     except WireError:
         return
     assert proof.encode() == data  # anything accepted is canonical
+
+
+@pytest.mark.parametrize("n", [*range(0, 20), 63, 64, 65, 127, 128, 129, 1025])
+def test_encoded_proofs_equal_each_proof_encoded(n: int) -> None:
+    tree = MerkleTree.from_leaves([leaf_hash(p) for p in pieces_of(n)])
+    assert list(tree.encoded_proofs()) == [tree.proof(i).encode() for i in range(n)]
