@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -19,3 +20,17 @@ settings.register_profile(
     "fuzz", max_examples=100_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+#: End-to-end tests that never get a rerun: a leak that shows once is a leak.
+NO_RERUN = {"test_anonymity.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Multi-process end-to-end tests (marker ``e2e``) on a shared 2-core machine can lose a race that
+    has nothing to do with what they check; they get one rerun, which pytest reports (an ``R`` in the
+    progress line and "N rerun" in the summary), so a flaky test stays visible. Unit, property and
+    protocol tests get none."""
+    for item in items:
+        if item.get_closest_marker("e2e") is not None and item.path.name not in NO_RERUN:
+            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
