@@ -32,6 +32,7 @@ from peer.errors import HandshakeError, PeerError, TransportError, WireError
 from peer.peerlink import PeerKeys, peer_handshake
 from peer.proto.channel import LivenessConfig
 from peer.proto.peerinfo import PeerInfo
+from peer.tasks import Background
 from peer.transport.base import Link
 from peer.transport.tls import TlsLink, TlsServer, connect_tls, serve_tls
 from peer.transport.webrtc import WebRtcConfig, accept_offer, create_offer
@@ -106,6 +107,7 @@ class LinkManager:
         self.make_room: Callable[[bytes, int, int], bool] | None = None
         self.on_change: Callable[[], Awaitable[None] | None] | None = None
         self.tls_server: TlsServer | None = None
+        self._background = Background()  # inbound link setups in progress, cancelled on close
         self._accepting_tls = 0
 
     # ---- bookkeeping -------------------------------------------------------------------------
@@ -234,7 +236,7 @@ class LinkManager:
             return
         if not blob:
             return
-        asyncio.get_running_loop().create_task(self._accept(source, blob, via))
+        self._background.spawn(self._accept(source, blob, via))
 
     async def _accept(self, source: bytes, blob: bytes, via: Signaller) -> None:
         try:
@@ -294,6 +296,8 @@ class LinkManager:
                 )
             return
         self._accepting.add(source)
+        link: Link | None = None
+        adopted = False
         try:
             link, answer = await accept_offer(sdp.decode("ascii"), self.webrtc)
             reply = seal(
@@ -307,10 +311,14 @@ class LinkManager:
             await via.introduce(source, reply)
             await link.wait_open(self.config.connect_timeout)
             await self._adopt(link, source, initiator=False, ordb=purpose == 1)
+            adopted = True
         except (TimeoutError, PeerError, UnicodeDecodeError) as exc:
             self._refuse(f"an inbound link failed: {type(exc).__name__}: {exc}")
         finally:
             self._accepting.discard(source)
+            if link is not None and not adopted:  # failed or cancelled half-way: nothing may linger
+                with contextlib.suppress(Exception):
+                    await link.close()
 
     # ---- both ---------------------------------------------------------------------------------
     async def _handshake(self, link: Link) -> tuple[int, PeerInfo]:
@@ -396,12 +404,14 @@ class LinkManager:
         self._register(link, chan, nid, initiator=False, ordb=False)
 
     async def close(self) -> None:
+        await self._background.close()
         if self.tls_server is not None:
             await self.tls_server.close()
-        for n in [*self.neighbours.values(), *self.ordb_links.values()]:
+        links = [*self.neighbours.values(), *self.ordb_links.values()]
+        for n in links:
             self.driver.node.close_channel(n.chan, "shutting down")
-            with contextlib.suppress(Exception):
-                await n.link.close()
+        # all at once: each close may wait a few seconds for its transport to shut down
+        await asyncio.gather(*(n.link.close() for n in links), return_exceptions=True)
         self.neighbours.clear()
         self.ordb_links.clear()
 

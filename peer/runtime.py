@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from storage.links import ShareLink
 log = logging.getLogger(__name__)
 
 RECORD_TTL = 3600.0
+STOP_STEP_TIMEOUT = 10.0
 GUARDS_FILE = "guards.json"
 N_GUARDS = 2
 
@@ -204,22 +206,32 @@ class Peer:
         return self
 
     async def stop(self) -> None:
-        await self.downloads.close()
+        """Stop everything, each part given at most STOP_STEP_TIMEOUT: a part that hangs (a
+        transport whose other end is gone) must not keep the others, or the store, open."""
+
+        async def step(what: str, aw: Awaitable[object]) -> None:
+            try:
+                await asyncio.wait_for(aw, STOP_STEP_TIMEOUT)
+            except TimeoutError:
+                log.warning("stopping: %s did not finish within %.0f s", what, STOP_STEP_TIMEOUT)
+            except Exception as exc:
+                log.warning("stopping: %s failed: %s", what, type(exc).__name__)
+
+        await step("downloads", self.downloads.close())
         if self.holder is not None:
-            await self.holder.close()
-        await self.ordb.close()
+            await step("the holder service", self.holder.close())
+        await step("the ORDB service", self.ordb.close())
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.socks is not None:
-            await self.socks.close()
-        await self.links.close()
-        await self.driver.close()
+            await step("the SOCKS server", self.socks.close())
+        await step("the links", self.links.close())
+        await step("the driver", self.driver.close())
         for b in self.bridges.values():
-            with contextlib.suppress(Exception):
-                await b.close()
+            await step("a bridge connection", b.close())
         self.dht.stop()
         if self.store is not None:
             await self.store.close()

@@ -8,7 +8,6 @@ the runtime.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 
 
@@ -25,11 +24,14 @@ class Background:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def close(self) -> None:
-        """Cancel every task still running and wait for each to finish."""
+    async def close(self, timeout: float = 10.0) -> None:
+        """Cancel every task still running and wait, at most ``timeout`` seconds, for them to end
+        (a task inside a library that ignores cancellation must not hang whoever is closing)."""
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: no "exception was never retrieved" warning

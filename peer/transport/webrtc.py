@@ -71,6 +71,7 @@ CHANNEL_LABEL = "peersm"
 CHANNEL_ID = 0
 #: Default time allowed for ICE + DTLS + SCTP to open a link.
 DEFAULT_OPEN_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 5.0  # the longest a close waits for aiortc to shut the connection down
 
 
 class WebRtcError(TransportError):
@@ -329,8 +330,16 @@ class WebRtcLink:
     async def close(self) -> None:
         """Close the link (idempotent); pending ``recv``/``send`` raise LinkClosed."""
         self._mark_closed(LinkClosed("the link was closed locally"), drop_queue=True)
+        await self._wait_shutdown()
+
+    async def _wait_shutdown(self) -> None:
+        """Wait for aiortc to shut the connection down, at most CLOSE_TIMEOUT: its close can hang
+        when the other end is gone, and a caller that is closing must never hang with it."""
         assert self._shutdown_task is not None
-        await asyncio.shield(self._shutdown_task)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._shutdown_task), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.debug("webrtc link: transport shutdown still running after %.0f s", CLOSE_TIMEOUT)
 
     # -- extras -----------------------------------------------------------------------------
 
@@ -354,7 +363,7 @@ class WebRtcLink:
             self._readable.clear()
             await self._readable.wait()
         if self._shutdown_task is not None:
-            await asyncio.shield(self._shutdown_task)
+            await self._wait_shutdown()
 
     def stats(self) -> LinkStats:
         capped = any(r.capped for r in self._rcvbuf)
@@ -456,8 +465,7 @@ class WebRtcLink:
 
     async def _abort(self, reason: str) -> None:
         self._mark_closed(LinkClosed(reason), drop_queue=True)
-        assert self._shutdown_task is not None
-        await asyncio.shield(self._shutdown_task)
+        await self._wait_shutdown()
 
 
 class PendingOffer:
