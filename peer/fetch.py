@@ -123,7 +123,7 @@ class Download:
         on_quarter: Callable[[bytes], None] | None = None,
         want_circuits: int = 5,
         min_circuits: int = 2,
-        find_timeout: float = 30.0,
+        find_timeout: float = 120.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -53,7 +53,7 @@ def share_and_get(net: dict[str, Any], tmp: Path, holder: int, requester: int, n
     while (s := c.get(f"/api/downloads/{s['id']}"))["state"] not in ("complete", "failed"):
         assert time.monotonic() < deadline, s
         time.sleep(0.3)
-    assert s["state"] == "complete", s
+    assert s["state"] == "complete", (s.get("error"), s)
     assert (
         hashlib.sha256((tmp / (name + ".out")).read_bytes()).digest()
         == hashlib.sha256(src.read_bytes()).digest()
