@@ -21,7 +21,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -159,7 +159,9 @@ class LinkManager:
         log.warning("link refused: %s", reason)
 
     # ---- outbound ----------------------------------------------------------------------------
-    async def connect(self, record: PeerRecord, via: Signaller | None, *, purpose: int = 0) -> Neighbour:
+    async def connect(
+        self, record: PeerRecord, via: Signaller | Sequence[Signaller] | None, *, purpose: int = 0
+    ) -> Neighbour:
         """Open a link to ``record``'s peer: over TLS when its record lists a ``tls`` endpoint (and
         this is a neighbour link), else over WebRTC, signalling through ``via``.
 
@@ -172,7 +174,8 @@ class LinkManager:
         if target == self.keys.node_id:
             raise LinkRefused("a link to ourselves")
         tls = tls_endpoint(record) if purpose != 1 else None
-        if tls is None and via is None:
+        vias: list[Signaller] = [] if via is None else [via] if not isinstance(via, Sequence) else list(via)
+        if tls is None and not vias:
             raise LinkRefused("no way to reach the peer: no TLS endpoint and no signalling route")
         self._connecting.add(target)
         pending = None
@@ -180,24 +183,27 @@ class LinkManager:
             if tls is not None:
                 tls_link = await connect_tls(*tls, timeout=self.config.connect_timeout)
                 return await self._adopt(tls_link, target, initiator=True)
-            assert via is not None
             pending, offer = await create_offer(self.webrtc)
-            fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            self._pending_answers[target] = fut
             # the offer carries our seal key, so the answer can be sealed back to us
             degree = min(255, len(self.neighbours))  # lets a full peer make room for a lonely one
-            blob = seal(
-                self.keys.identity,
-                record.seal_key,
-                SealKind.OFFER,
-                bytes([purpose, degree]) + self.keys.seal.public + offer.encode(),
-                now=self.wall(),
-                randbytes=self.rng.randbytes,
-            )
-            await via.introduce(target, blob)
-            answer_blob = await asyncio.wait_for(fut, self.config.connect_timeout)
+            answer_blob = b""
+            for v in vias:  # introducers first (records lag: one may no longer reach the peer), bridges last
+                fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                self._pending_answers[target] = fut
+                blob = seal(
+                    self.keys.identity,
+                    record.seal_key,
+                    SealKind.OFFER,
+                    bytes([purpose, degree]) + self.keys.seal.public + offer.encode(),
+                    now=self.wall(),
+                    randbytes=self.rng.randbytes,
+                )
+                await v.introduce(target, blob)
+                answer_blob = await asyncio.wait_for(fut, self.config.connect_timeout)
+                if answer_blob:
+                    break
             if not answer_blob:
-                raise LinkRefused(f"the peer is not reachable through {via.name}")
+                raise LinkRefused(f"the peer is not reachable through {' or '.join(v.name for v in vias)}")
             opened = open_sealed(self.keys.seal, answer_blob, now=self.wall())
             if opened.sender_node_id != target or opened.kind != SealKind.ANSWER:
                 raise LinkRefused("the answer was not sealed by the peer we asked")

@@ -27,7 +27,7 @@ from peer.errors import PathError, PeerError
 from peer.fetch import Download
 from peer.holder import HolderService
 from peer.keystore import atomic_write_private, load_or_create_keys
-from peer.linkmanager import LinkManager, LinkManagerConfig
+from peer.linkmanager import LinkManager, LinkManagerConfig, Signaller
 from peer.ordb import OrdbService
 from peer.pathsel import eligible_ordbs, select_path, select_path_to
 from peer.peerlink import PeerKeys
@@ -349,16 +349,21 @@ class Peer:
                 await self._refresh_view()
             await self.topology.step()
 
-    def _signaller_for(self, rec: PeerRecord) -> _BridgeSignaller | _NeighbourSignaller | None:
-        for n in getattr(rec, "neighbours", ()):  # an introducer we are linked to, so bridges see less
+    def _signaller_for(self, rec: PeerRecord) -> list[Signaller]:
+        """Ways to deliver an offer to ``rec``'s peer, in order: an introducer we are linked to
+        (so bridges see less), then each bridge we share with it (a record's neighbour list may
+        be out of date, so an introducer may no longer reach the peer)."""
+        out: list[Signaller] = []
+        for n in getattr(rec, "neighbours", ()):
             chan = self.links.chan_of(n)
             if chan is not None:
-                return _NeighbourSignaller(self, chan)
+                out.append(_NeighbourSignaller(self, chan))
+                break
         for url in rec.route.bridges:
             client = self.bridges.get(url)
             if client is not None:
-                return _BridgeSignaller(url, client)
-        return None
+                out.append(_BridgeSignaller(url, client))
+        return out
 
     # ---- events from the onion core -----------------------------------------------------------
     def _on_event(self, e: ev.Event) -> None:
@@ -558,7 +563,7 @@ class Peer:
             chan = self.links.chan_of(prov.node_id, ordb=True)
             if chan is None:
                 via = self._signaller_for(prov)  # type: ignore[arg-type]
-                if via is None:
+                if not via:
                     return None
                 await self.links.connect(prov, via, purpose=1)  # type: ignore[arg-type]
                 chan = self.links.chan_of(prov.node_id, ordb=True)

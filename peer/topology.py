@@ -43,7 +43,7 @@ class Topology:
         links: LinkManager,
         view: PeerView,
         guards: Callable[[], Sequence[bytes]],
-        signaller_for: Callable[[PeerRecord], Signaller | None],
+        signaller_for: Callable[[PeerRecord], Sequence[Signaller]],
         config: TopologyConfig,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
@@ -98,7 +98,7 @@ class Topology:
             if rec is None:
                 continue
             via = self._signaller_for(rec)
-            if via is None and tls_endpoint(rec) is None:
+            if not via and tls_endpoint(rec) is None:
                 continue
             with contextlib.suppress(LinkRefused):
                 await self.links.connect(rec, via)
@@ -184,7 +184,7 @@ class Topology:
         """Make before break: link to one of ``cands`` first, then drop ``victim`` if over K."""
         rec = self.rng.choice(cands)
         via = self._signaller_for(rec)
-        if via is None and tls_endpoint(rec) is None:
+        if not via and tls_endpoint(rec) is None:
             return
         try:
             await self.links.connect(rec, via, purpose=purpose)

@@ -165,7 +165,7 @@ async def test_links_rotate_slowly_and_guards_stay(
         guard_links = {g: p0.links.neighbours[g].chan for g in p0.guards if g in p0.links.neighbours}
         assert guard_links, "p0 has no link to its guards"
         others_before = set(p0.links.neighbours) - set(guard_links)
-        rotated = await wait_for(lambda: any(d.startswith("rotation") for d in p0.links.dropped), 40)
+        rotated = await wait_for(lambda: any(d.startswith("rotation") for d in p0.links.dropped), 90)
         assert rotated, p0.links.dropped
         assert await wait_for(lambda: len(p0.links.neighbours) >= 3, 20)
         # the guard links are the same links as before (same channels); the others moved
