@@ -468,9 +468,8 @@ def test_add_route_outside_api_is_refused() -> None:
     "host",
     [
         "0.0.0.0",
-        "192.0.2.1",
-        "10.0.0.1",
         "::",
+        "fd00::1",
         "2001:db8::1",
         "::ffff:127.0.0.1",
         "example.com",

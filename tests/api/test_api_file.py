@@ -115,7 +115,7 @@ def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "http://192.0.2.1:80",
+        "http://[2001:db8::1]:80",
         "http://evil.test:80",
         "https://127.0.0.1:80",
         "http://127.0.0.1",

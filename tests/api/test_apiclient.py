@@ -91,7 +91,7 @@ def test_peer_not_running_on_a_closed_port(tmp_path: Path) -> None:
 def test_no_api_json_is_peer_not_running_and_bad_url_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PeerNotRunning, match="peersm up"):
         ApiClient.from_data_dir(tmp_path)
-    write_api_json(tmp_path, "http://192.0.2.1:80", TOKEN)
+    write_api_json(tmp_path, "http://[2001:db8::1]:80", TOKEN)
     with pytest.raises(ApiFileError):
         ApiClient.from_data_dir(tmp_path)
 
