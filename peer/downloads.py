@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +75,6 @@ class Downloads:
 
     def __contains__(self, hash_name: object) -> bool:
         return hash_name in self._tasks
-
-    def __iter__(self) -> Iterator[DownloadTask]:
-        return iter(list(self._tasks.values()))
 
     def values(self) -> list[DownloadTask]:
         return list(self._tasks.values())

@@ -262,44 +262,26 @@ class LinkManager:
             return
         purpose, degree = opened.payload[0], opened.payload[1]
         their_seal, sdp = opened.payload[2:34], opened.payload[34:]
-        full = (
-            len(self.ordb_links) >= self.config.max_ordb_links
-            if purpose == 1
-            else self.count >= self.config.max_links
-        )
-        if full and purpose == 1:
-            with contextlib.suppress(PeerError, ValueError):
-                await via.introduce(
-                    source,
-                    seal(
-                        self.keys.identity,
-                        their_seal,
-                        SealKind.ANSWER,
-                        b"",
-                        now=self.wall(),
-                        randbytes=self.rng.randbytes,
-                    ),
-                )
-            return
-        if (
-            purpose != 1
-            and self.count >= self.config.max_links
-            and source not in self.guards
-            and not (self.make_room is not None and self.make_room(source, degree, purpose))
-        ):
+        if purpose == 1:
+            refuse = len(self.ordb_links) >= self.config.max_ordb_links
+        else:
+            refuse = (
+                self.count >= self.config.max_links
+                and source not in self.guards
+                and not (self.make_room is not None and self.make_room(source, degree, purpose))
+            )
+        if refuse:
             # say so at once (a sealed empty answer) rather than let the other side time out
-            with contextlib.suppress(PeerError, ValueError):
-                await via.introduce(
-                    source,
-                    seal(
-                        self.keys.identity,
-                        their_seal,
-                        SealKind.ANSWER,
-                        b"",
-                        now=self.wall(),
-                        randbytes=self.rng.randbytes,
-                    ),
+            with contextlib.suppress(PeerError, ValueError):  # a bad seal key: nothing to say
+                empty = seal(
+                    self.keys.identity,
+                    their_seal,
+                    SealKind.ANSWER,
+                    b"",
+                    now=self.wall(),
+                    randbytes=self.rng.randbytes,
                 )
+                await via.introduce(source, empty)
             return
         self._accepting.add(source)
         link: Link | None = None

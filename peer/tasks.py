@@ -21,9 +21,6 @@ class Background:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def close(self, timeout: float = 10.0) -> None:
         """Cancel every task still running and wait, at most ``timeout`` seconds, for them to end
         (a task inside a library that ignores cancellation must not hang whoever is closing)."""
