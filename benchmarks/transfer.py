@@ -153,7 +153,10 @@ def wait_announced(net: Net, hash_names: list[str], want: int, timeout: float) -
         if sum(1 for n in counts if n >= len(hash_names)) >= want or sum(counts) >= want * len(hash_names):
             return time.monotonic() - t0
         time.sleep(0.2)
-    raise TimeoutError(f"the holder's DB_INFO did not reach {want} ORDBs within {timeout:.0f} s")
+    holder = net.clients[0].get("/api/status").get("announce")
+    raise TimeoutError(
+        f"the holder's DB_INFO did not reach {want} ORDBs within {timeout:.0f} s (holder: {holder})"
+    )
 
 
 def one_round(
@@ -264,7 +267,7 @@ def measure_testnet(
             shared = net.clients[holder].post("/api/shares", {"path": str(f), "encrypt": False})
             files.append((str(shared["link"]), hashlib.sha256(data).digest()))
             hash_names.append(str(shared["hash_name"]))
-        timings["announce_s"] = wait_announced(net, hash_names, 1, 30.0)
+        timings["announce_s"] = wait_announced(net, hash_names, 1, 60.0)
         rounds = []
         for i, (link, digest) in enumerate(files):
             raw_mb_s = raw.measure(args.raw_mb * MB)  # the reference, under the same load

@@ -68,6 +68,7 @@ class Query:
     reader: FrameReader | None = None
     received: set[int] = field(default_factory=set)
     duplicate: bool = False
+    answer: asyncio.Future[bytes] | None = None  # a manifest query: the manifest, or why not
 
     @property
     def pieces(self) -> range:
@@ -150,7 +151,6 @@ class Download:
         self.progress = Progress()
         self._wake = asyncio.Event()
         self._pending: list[tuple[int, bytes, bytes, Query]] = []
-        self._manifest_fut: asyncio.Future[bytes] | None = None
         self._started = clock()
         self._quarter = 0
         self._no_circuit_since: float | None = None
@@ -213,24 +213,17 @@ class Download:
         await self._flush()
 
     async def _fetch_manifest(self) -> Manifest:
-        """Ask each circuit in turn, for up to ``find_timeout`` seconds: a share announced a moment
-        ago may not have reached any ORDB yet."""
+        """Ask every circuit at once, again and again for up to ``find_timeout`` seconds: a share
+        announced a moment ago may not have reached any ORDB yet, and one ORDB may take long
+        (it forwards to another, which it may have to link to first) while another answers."""
         errors: list[str] = []
         deadline = self.clock() + self.find_timeout
         while True:
-            for fc in sorted(self.circuits.values(), key=lambda c: c.created):
-                if fc.retired or fc.circ not in self.node.circuits:
-                    continue
-                self._manifest_fut = asyncio.get_running_loop().create_future()
-                q = self._send(fc, 0, 0)
-                try:
-                    data = await asyncio.wait_for(self._manifest_fut, STALL_AFTER * 2)
-                    m = parse_manifest(data, self.hash_name)
-                    await self.store.put_manifest(data, expected_hash=self.hash_name, key=self.key)
+            live = [fc for fc in self.circuits.values() if not fc.retired and fc.circ in self.node.circuits]
+            if live:
+                m = await self._ask_manifest(live, errors)
+                if m is not None:
                     return m
-                except (TimeoutError, PeerError) as exc:
-                    errors.append(str(exc) or type(exc).__name__)
-                    self._drop_query(q, DbEndReason.FINISHED)
             if self.clock() >= deadline:
                 break
             self.progress.state = "searching"
@@ -242,6 +235,41 @@ class Download:
             + "; ".join(sorted(set(errors))[:3])
             + ")"
         )
+
+    async def _ask_manifest(self, circuits: list[FetchCircuit], errors: list[str]) -> Manifest | None:
+        """One manifest query per circuit, in parallel; the first manifest that verifies wins (a
+        lying answer only costs its own query).  Every ORDB sees the hash_name anyway: each
+        circuit asks for pieces next."""
+        loop = asyncio.get_running_loop()
+        asked: dict[asyncio.Future[bytes], Query] = {}
+        for fc in circuits:
+            q = self._send(fc, 0, 0)
+            q.answer = loop.create_future()
+            asked[q.answer] = q
+        pending = set(asked)
+        end = loop.time() + STALL_AFTER * 2
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, end - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    errors.append(f"no answer within {STALL_AFTER * 2:.0f} s")
+                    return None
+                for fut in done:
+                    try:
+                        data = fut.result()
+                        m = parse_manifest(data, self.hash_name)
+                        await self.store.put_manifest(data, expected_hash=self.hash_name, key=self.key)
+                        return m
+                    except PeerError as exc:
+                        errors.append(str(exc) or type(exc).__name__)
+            return None
+        finally:
+            for fut, q in asked.items():
+                self._drop_query(q, DbEndReason.FINISHED)  # no-op for the ones already ended
+                if fut.done():
+                    fut.exception()  # retrieved: a second failure after the winner is not news
 
     # ---- circuits ------------------------------------------------------------------------------
     async def _ensure_circuits(self, first: bool = False) -> None:
@@ -455,13 +483,8 @@ class Download:
                 self.progress.first_byte_s = now - self._started
             if q.count == 0:
                 q.buf += data
-                if (
-                    q.expected is not None
-                    and q.got >= q.expected
-                    and self._manifest_fut
-                    and not self._manifest_fut.done()
-                ):
-                    self._manifest_fut.set_result(bytes(q.buf))
+                if q.expected is not None and q.got >= q.expected and q.answer and not q.answer.done():
+                    q.answer.set_result(bytes(q.buf))
                     self._finish_query(q)
                 return
             if q.reader is None:
@@ -473,15 +496,14 @@ class Download:
             return
         if cmd == RelayCommand.DB_END:
             end = DbEnd.decode(data)
-            if end.reason not in (DbEndReason.FINISHED,) or (q.expected is not None and q.got < q.expected):
-                q.circuit.failures += 0 if end.reason == DbEndReason.FINISHED else 1
-            if q.count == 0 and self._manifest_fut and not self._manifest_fut.done():
+            if end.reason != DbEndReason.FINISHED and q.count:
+                # (a manifest search that finds nothing yet is no fault of the circuit)
+                q.circuit.failures += 1
+            if q.answer is not None and not q.answer.done():
                 if q.expected is not None and q.got >= q.expected:
-                    self._manifest_fut.set_result(bytes(q.buf))
+                    q.answer.set_result(bytes(q.buf))
                 else:
-                    self._manifest_fut.set_exception(
-                        DownloadError(f"the ORDB ended the query ({_reason(end.reason)})")
-                    )
+                    q.answer.set_exception(DownloadError(f"the ORDB ended the query ({_reason(end.reason)})"))
             self.queries.pop((q.circuit.circ, q.sid), None)  # the stream is already closed
             q.circuit.queries.pop(q.sid, None)
             self._release(q)

@@ -40,6 +40,8 @@ Stream = tuple[int, int]
 MAX_PIECES_PER_QUERY = 64
 HASH_NAMES_PER_CIRCUIT = 4
 SEND_CHUNK = 64 * 1024
+ANNOUNCE_RETRY_FIRST = 1.0  # seconds before a failed announcement is tried again; doubles each time
+ANNOUNCE_RETRY_MAX = 60.0
 
 
 @dataclass(eq=False)
@@ -47,7 +49,7 @@ class AnnounceCircuit:
     circ: int
     ordb: bytes  # the ORDB's NodeID
     stream: int | None = None
-    hash_names: set[bytes] = field(default_factory=set)
+    hash_names: dict[bytes, int] = field(default_factory=dict)  # hash_name -> quarter announced here
 
 
 @dataclass(eq=False)
@@ -82,6 +84,11 @@ class HolderService:
         self.serving: dict[Stream, Serving] = {}
         self.announced: dict[bytes, int] = {}  # hash_name -> last announced quarter (1..4)
         self.held: set[bytes] = set()  # every hash_name we hold some of (announced or about to be)
+        self._announcing: set[bytes] = set()  # hash_names with an announce task running
+        self._dirty: set[bytes] = set()  # hash_names whose announcement is due (again)
+        self._announce_lock = asyncio.Lock()
+        self.announce_retries = 0
+        self.last_announce_error = ""
         self._background = Background()
         self.served_pieces = 0
 
@@ -92,52 +99,110 @@ class HolderService:
         )
 
     def announce_soon(self, hash_name: bytes) -> None:
-        """Announce (or update) a hash_name after a random delay (DB_INFO must not time a download)."""
+        """Announce (or update) a hash_name after a random delay (DB_INFO must not time a download),
+        and keep trying, with a growing pause, until enough ORDBs have it: an announcement that
+        fails (no path to an ORDB yet, a circuit that does not build under load) must not leave
+        a share unfindable until the peer restarts."""
         self.held.add(hash_name)
-        self._background.spawn(self._announce(hash_name))
+        self._dirty.add(hash_name)
+        if hash_name not in self._announcing:
+            self._announcing.add(hash_name)
+            self._background.spawn(self._announce(hash_name))
+
+    async def announce_held(self) -> int:
+        """Announce every share the store seeds (at start: a restart must not unshare anything)."""
+        n = 0
+        for info in await self.store.list():
+            if info.hash_name is not None and info.seeding and info.have_count > 0:
+                self.announce_soon(info.hash_name)
+                n += 1
+        return n
 
     async def _announce(self, hash_name: bytes) -> None:
-        await asyncio.sleep(self.rng.uniform(*self.delay))
+        try:
+            await asyncio.sleep(self.rng.uniform(*self.delay))
+            pause = ANNOUNCE_RETRY_FIRST
+            while hash_name in self._dirty:
+                self._dirty.discard(hash_name)
+                async with self._announce_lock:  # one at a time: later ones reuse the circuits built
+                    done = await self._announce_once(hash_name)
+                if not done:
+                    self._dirty.add(hash_name)
+                    self.announce_retries += 1
+                    await asyncio.sleep(pause * self.rng.uniform(0.75, 1.25))
+                    pause = min(2 * pause, ANNOUNCE_RETRY_MAX)
+        finally:
+            self._announcing.discard(hash_name)
+
+    async def _announce_once(self, hash_name: bytes) -> bool:
+        """Send the DB_INFO to up to ``ordbs_per_share`` ORDBs; False: try again later."""
         try:
             have = await self.store.have(hash_name)
         except PeerError:
-            return
+            return True  # deleted meanwhile: nothing to announce
         if have.count == 0:
-            return
+            return True
         quarter = min(4, have.have() * 4 // have.count)
-        if quarter == 0 or (self.announced.get(hash_name, 0) >= quarter and quarter < 4):
-            return
-        self.announced[hash_name] = quarter
+        if quarter == 0:
+            return True
         ranges = tuple(PieceRange(a, b) for a, b in have.ranges()[:40])
-        entry = InfoEntry(hash_name, have.count, ranges)
+        body = DbInfo((InfoEntry(hash_name, have.count, ranges),)).encode()
         targets = [c for c in self.circuits.values() if hash_name in c.hash_names]
+        for ac in targets:
+            if ac.hash_names[hash_name] < quarter:
+                self._send_info(ac, hash_name, quarter, body)
+        builds = 0
         while len(targets) < self.ordbs_per_share:
             spare = [
                 c
                 for c in self.circuits.values()
-                if c not in targets and len(c.hash_names) < HASH_NAMES_PER_CIRCUIT
+                if c not in targets
+                and len(c.hash_names) < HASH_NAMES_PER_CIRCUIT
+                and c.circ in self.node.circuits
             ]
             if spare:
-                targets.append(self.rng.choice(spare))
-                continue
-            try:
-                circ, ordb = await self._build({c.ordb for c in targets})
-            except PeerError as exc:
-                log.info("announce: no ORDB circuit: %s", exc)
+                ac = self.rng.choice(spare)
+            elif builds >= 2 * self.ordbs_per_share:
                 break
-            ac = AnnounceCircuit(circ, ordb)
-            self.circuits[circ] = ac
-            targets.append(ac)
-        for ac in targets:
-            if ac.circ not in self.node.circuits:
-                continue
-            ac.hash_names.add(hash_name)
-            body = DbInfo((entry,)).encode()
-            if ac.stream is None:
-                ac.stream = self.node.open_db_stream(ac.circ, RelayCommand.DB_INFO, body)
             else:
-                self.node.send_relay(ac.circ, RelayCommand.DB_INFO, ac.stream, body)
+                builds += 1
+                try:
+                    circ, ordb = await self._build({c.ordb for c in targets})
+                except PeerError as exc:
+                    self.last_announce_error = str(exc)
+                    # unfindable until a retry works: worth telling; fewer ORDBs than wished is not
+                    (log.debug if targets else log.info)(
+                        "announce: no circuit to an ORDB (will retry): %s", exc
+                    )
+                    break
+                ac = AnnounceCircuit(circ, ordb)
+                self.circuits[circ] = ac
+            if self._send_info(ac, hash_name, quarter, body):
+                targets.append(ac)
+        if targets:
+            self.announced[hash_name] = quarter
         self._kick()
+        return len(targets) >= self.ordbs_per_share
+
+    def _send_info(self, ac: AnnounceCircuit, hash_name: bytes, quarter: int, body: bytes) -> bool:
+        if ac.circ not in self.node.circuits:
+            self.circuits.pop(ac.circ, None)
+            return False
+        ac.hash_names[hash_name] = quarter
+        if ac.stream is None:
+            ac.stream = self.node.open_db_stream(ac.circ, RelayCommand.DB_INFO, body)
+        else:
+            self.node.send_relay(ac.circ, RelayCommand.DB_INFO, ac.stream, body)
+        return True
+
+    def announce_status(self) -> dict[str, object]:
+        return {
+            "circuits": len(self.circuits),
+            "announced": len(self.announced),
+            "pending": len(self._announcing),
+            "retries": self.announce_retries,
+            "last_error": self.last_announce_error,
+        }
 
     # ---- events --------------------------------------------------------------------------------
     def handle(self, e: ev.Event) -> bool:
@@ -152,8 +217,9 @@ class HolderService:
                         return True
                     self._background.spawn(self._serve(e.circ, q))
                 elif e.command == RelayCommand.DB_END:
-                    ac.stream = None  # the ORDB closed our announce stream: re-announce later
-                    ac.hash_names.clear()
+                    # the ORDB closed our announce stream: announce again (a new stream)
+                    ac.stream = None
+                    self._reannounce(ac)
                 return True
             s = self.serving.get(key)
             if s is not None:
@@ -170,14 +236,17 @@ class HolderService:
         if isinstance(e, ev.CircuitClosed):
             ac = self.circuits.pop(e.circ, None)
             if ac is not None:
-                for hn in ac.hash_names:  # keep announcing through another circuit
-                    self.announced.pop(hn, None)
-                    self.announce_soon(hn)
+                self._reannounce(ac)  # keep announcing through another circuit
             for key in [k for k in self.serving if k[0] == e.circ]:
                 s = self.serving.pop(key)
                 if s.task is not None:
                     s.task.cancel()
         return False
+
+    def _reannounce(self, ac: AnnounceCircuit) -> None:
+        for hn in ac.hash_names:
+            self.announce_soon(hn)
+        ac.hash_names.clear()
 
     # ---- serving -------------------------------------------------------------------------------
     async def _payload(self, q: DbQuery) -> tuple[int, bytes]:

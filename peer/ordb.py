@@ -41,6 +41,8 @@ MAX_ANNOUNCED_PER_CIRCUIT = 256
 MAX_QUERIES_PER_CIRCUIT = 16
 HOLDER_ANSWER_TIMEOUT = 10.0  # seconds for a holder to open its answer stream
 SPLICE_HIGH_WATER = 128 * 1024  # bytes queued toward the requester before we stop acknowledging
+PUBLISH_RETRY_FIRST = 2.0  # seconds before a provider record no other node took is published again
+PUBLISH_ATTEMPTS = 6
 
 
 @dataclass(eq=False)
@@ -94,7 +96,7 @@ class OrdbService:
         kick: Callable[[], None],
         find_providers: Callable[[bytes], Awaitable[list[object]]] | None = None,
         forward: Callable[[object, bytes], Awaitable[Stream | None]] | None = None,
-        publish_provider: Callable[[bytes], Awaitable[None]] | None = None,
+        publish_provider: Callable[[bytes], Awaitable[int]] | None = None,
         local: LocalContent | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -111,7 +113,14 @@ class OrdbService:
         self.by_txid: dict[bytes, Query] = {}
         self.by_source: dict[Stream, Query] = {}
         self.published: set[bytes] = set()
-        self.stats = {"queries": 0, "answered": 0, "forwarded": 0, "unavailable": 0, "bad_piece_drops": 0}
+        self.stats = {
+            "queries": 0,
+            "answered": 0,
+            "forwarded": 0,
+            "unavailable": 0,
+            "bad_piece_drops": 0,
+            "publish_retries": 0,
+        }
         self._background = Background()
         self.last_forward_error = ""
         self.retired_txids: deque[bytes] = deque(maxlen=256)
@@ -174,9 +183,25 @@ class OrdbService:
                 self.holders.setdefault(entry.hash_name, []).append(h)
                 if entry.hash_name not in self.published and self._publish is not None:
                     self.published.add(entry.hash_name)
-                    self._background.spawn(self._publish(entry.hash_name))
+                    self._background.spawn(self._publish_provider(entry.hash_name))
             else:
                 h.ranges, h.piece_count = ranges, entry.piece_count
+
+    async def _publish_provider(self, hash_name: bytes) -> None:
+        """Put our provider record for a hash_name in the DHT, trying again with a growing pause
+        while no other node accepted it (under load the STOREs time out, and a record only we
+        keep leaves every other ORDB answering "nothing found")."""
+        assert self._publish is not None
+        pause = PUBLISH_RETRY_FIRST
+        for _attempt in range(PUBLISH_ATTEMPTS):
+            accepted = await self._publish(hash_name)
+            if accepted >= 2 or hash_name not in self.holders:
+                return
+            self.stats["publish_retries"] += 1
+            await asyncio.sleep(pause * self.rng.uniform(0.75, 1.25))
+            pause *= 2
+        # the DHT node republishes it on its own schedule; a new DB_INFO tries again sooner
+        self.published.discard(hash_name)
 
     def _drop_holder(self, hash_name: bytes, holder: Holder) -> None:
         lst = self.holders.get(hash_name)

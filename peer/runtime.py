@@ -203,6 +203,7 @@ class Peer:
         self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._republisher()))
         self._tasks.append(asyncio.get_running_loop().create_task(self.downloads.resume()))
+        await self.holder.announce_held()  # what we shared before a restart stays findable
         return self
 
     async def stop(self) -> None:
@@ -539,7 +540,8 @@ class Peer:
                 {"kind": "dht", "op": op, "key": provider_key(hash_name), "hash_name": hash_name}
             )
 
-    async def _publish_provider(self, hash_name: bytes) -> None:
+    async def _publish_provider(self, hash_name: bytes) -> int:
+        """Our provider record for a hash_name into the DHT; how many nodes took it (0: failed)."""
         self._record_dht("publish_provider", hash_name)
         host, port = self.dht.address
         fields = ProviderFields(
@@ -547,8 +549,11 @@ class Peer:
             self.keys.seal.public,
             Route((("udp", f"{host}:{port}"), ("webrtc", host)), tuple(self.bridges)),
         )
-        with contextlib.suppress(PeerError, OSError):
-            await self.dht.publish_provider(hash_name, fields)
+        try:
+            return await self.dht.publish_provider(hash_name, fields)
+        except (PeerError, OSError) as exc:
+            log.debug("provider record not published: %s", exc)
+            return 0
 
     async def _find_providers(self, hash_name: bytes) -> list[object]:
         self._record_dht("find_providers", hash_name)
@@ -651,6 +656,7 @@ class Peer:
             "ordb": self.ordb.status(),
             "downloads": [d.summary() for d in self.downloads.values()],
             "served_pieces": self.holder.served_pieces if self.holder else 0,
+            "announce": self.holder.announce_status() if self.holder else {},
         }
 
 
