@@ -54,7 +54,13 @@ CIRCUIT_COMMANDS = frozenset(
 )
 #: Private link-level cells (DESIGN §4) handed to the runtime.
 LINK_COMMANDS = frozenset(
-    {CellCommand.DB_FIND_PEER, CellCommand.DB_FOUND_PEER, CellCommand.DB_INTRODUCE, CellCommand.DB_INTRODUCED}
+    {
+        CellCommand.DB_FIND_PEER,
+        CellCommand.DB_FOUND_PEER,
+        CellCommand.DB_INTRODUCE,
+        CellCommand.DB_INTRODUCED,
+        CellCommand.DB_LINK_CLOSING,
+    }
 )
 #: Cells allowed before the handshake completes (tor-spec §4).
 HANDSHAKE_COMMANDS = frozenset(

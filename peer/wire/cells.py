@@ -50,6 +50,7 @@ from peer.wire.linkcells import (
     Hello,
     Introduce,
     Introduced,
+    LinkClosing,
     Register,
     Registered,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "Hello",
     "Introduce",
     "Introduced",
+    "LinkClosing",
     "NetAddress",
     "Netinfo",
     "Padding",
@@ -581,6 +583,7 @@ CellMessage = (
     | Hello
     | Register
     | Registered
+    | LinkClosing
     | UnknownCellMessage
 )
 

@@ -73,6 +73,7 @@ class CellCommand(enum.IntEnum):
     DB_HELLO = 204
     DB_REGISTER = 205
     DB_REGISTERED = 206
+    DB_LINK_CLOSING = 207
 
 
 def is_variable(command: int) -> bool:

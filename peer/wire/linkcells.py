@@ -1,6 +1,6 @@
 """Private link-level cells: bridges and introducers (DESIGN §4 "Link-level messages", docs/bridge.md).
 
-They are variable-length cells (commands 200-206, circuit id 0) sent on a peer link, or
+They are variable-length cells (commands 200-207, circuit id 0) sent on a peer link, or
 one per binary WebSocket message to a bridge.  Every body starts with ``VERSION[1]`` = 1;
 an unknown version is :class:`~peer.errors.UnknownVersion`.  Integers are big-endian.
 
@@ -11,6 +11,9 @@ an unknown version is :class:`~peer.errors.UnknownVersion`.  Integers are big-en
 - DB_HELLO (204, bridge -> peer): ``VERSION[1] NONCE[32]``
 - DB_REGISTER (205, peer -> bridge): ``VERSION[1] LEN[2] RECORD SIGNATURE[64]``
 - DB_REGISTERED (206, bridge -> peer): ``VERSION[1] STATUS[1] LEN[1] REASON`` (printable ASCII)
+- DB_LINK_CLOSING (207, peer -> peer): ``VERSION[1] CODE[1] LEN[1] REASON`` (printable ASCII): why
+  the sender is about to close the link (it is full, it stops, it rotates the link), so the other
+  side knows when to ask again
 
 The DB_REGISTER signature is Ed25519 by the record's identity key, context
 ``peersm/bridge-register/v1``, over :func:`register_message` = ``NONCE || URL || RECORD``:
@@ -43,6 +46,8 @@ __all__ = [
     "Introduce",
     "Introduced",
     "LinkCellMessage",
+    "LinkCloseCode",
+    "LinkClosing",
     "Register",
     "RegisterStatus",
     "Registered",
@@ -95,7 +100,7 @@ def _pull_version(r: Reader, what: str) -> int:
 
 def _check_reason(reason: bytes) -> str:
     if any(not 0x20 <= c <= 0x7E for c in reason):
-        raise WireError("DB_REGISTERED reason is not printable ASCII")
+        raise WireError("a reason is not printable ASCII")
     return reason.decode("ascii")
 
 
@@ -281,7 +286,45 @@ class Registered:
         return cls(status, reason, version=version)
 
 
-LinkCellMessage = FindPeer | FoundPeer | Introduce | Introduced | Hello | Register | Registered
+class LinkCloseCode(enum.IntEnum):
+    """DB_LINK_CLOSING codes; a decoder keeps unknown codes as plain ``int``."""
+
+    FULL = 1  # the sender holds its maximum of links: ask again later
+    SHUTDOWN = 2  # the sender is stopping
+    ROTATED = 3  # the sender replaces this link by another (slow rotation)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClosing:
+    """DB_LINK_CLOSING (207): the sender closes the link next, and says why."""
+
+    CMD: ClassVar[CellCommand] = CellCommand.DB_LINK_CLOSING
+    code: int
+    reason: str = ""
+    version: int = field(default=PRIVATE_CELL_VERSION, kw_only=True)
+
+    def encode_payload(self) -> bytes:
+        _check_version(self.version, "DB_LINK_CLOSING")
+        if not 0 <= self.code <= 0xFF:
+            raise WireError(f"DB_LINK_CLOSING code {self.code} does not fit in 1 byte")
+        try:
+            reason = self.reason.encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise WireError("DB_LINK_CLOSING reason is not ASCII") from exc
+        _check_reason(reason)
+        return Writer().push_u8(self.version).push_u8(self.code).push_var8(reason).getvalue()
+
+    @classmethod
+    def decode_payload(cls, payload: bytes) -> Self:
+        r = Reader(payload)
+        version = _pull_version(r, "DB_LINK_CLOSING")
+        code = r.pull_u8()
+        reason = _check_reason(r.pull_var8())
+        r.expect_end("DB_LINK_CLOSING")
+        return cls(code, reason, version=version)
+
+
+LinkCellMessage = FindPeer | FoundPeer | Introduce | Introduced | Hello | Register | Registered | LinkClosing
 
 #: The private link cells, for the cell registry in :mod:`peer.wire.cells`.
-LINK_MESSAGE_CLASSES = (FindPeer, FoundPeer, Introduce, Introduced, Hello, Register, Registered)
+LINK_MESSAGE_CLASSES = (FindPeer, FoundPeer, Introduce, Introduced, Hello, Register, Registered, LinkClosing)

@@ -1,4 +1,4 @@
-"""The private link cells (peer/wire/linkcells.py, commands 200-206): layouts, hypothesis
+"""The private link cells (peer/wire/linkcells.py, commands 200-207): layouts, hypothesis
 round trips and garbage (2,000 examples per decoder with the ``ci`` profile)."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from peer.wire.linkcells import (
     Hello,
     Introduce,
     Introduced,
+    LinkCloseCode,
+    LinkClosing,
     Register,
     Registered,
     RegisterStatus,
@@ -43,13 +45,14 @@ MESSAGES: dict[type, st.SearchStrategy[Any]] = {
     Hello: st.builds(Hello, _fixed(32)),
     Register: st.builds(Register, st.binary(max_size=1000), _fixed(64)),
     Registered: st.builds(Registered, st.integers(0, 255), _reasons),
+    LinkClosing: st.builds(LinkClosing, st.integers(0, 255), _reasons),
 }
 _CLASSES = sorted(MESSAGES, key=lambda c: c.__name__)
 
 
 def test_every_link_cell_has_a_strategy_and_a_variable_command() -> None:
     assert set(MESSAGES) == set(LINK_MESSAGE_CLASSES)
-    assert [int(c.CMD) for c in LINK_MESSAGE_CLASSES] == list(range(200, 207))
+    assert [int(c.CMD) for c in LINK_MESSAGE_CLASSES] == list(range(200, 208))
     assert all(is_variable(c.CMD) for c in LINK_MESSAGE_CLASSES)
 
 
@@ -63,6 +66,11 @@ def test_new_cells_layout() -> None:
     wire = encode_message(Hello(nonce), 0).encode()
     assert wire == H("00000000 cc 0021 01") + nonce
     assert register_message(nonce, "ws://a/b", b"R") == nonce + b"ws://a/bR"
+    assert CellCommand.DB_LINK_CLOSING == 207
+    assert LinkClosing(LinkCloseCode.FULL, "full").encode_payload() == H("01 01 04") + b"full"
+    assert encode_message(LinkClosing(LinkCloseCode.ROTATED), 0).encode() == H("00000000 cf 0003 01 03 00")
+    with pytest.raises(WireError):
+        LinkClosing(1, "\x7f").encode_payload()
 
 
 def test_moved_cells_are_still_exported_by_cells() -> None:
@@ -85,6 +93,7 @@ def test_unknown_version_is_refused(cls: Any) -> None:
         Hello: Hello(bytes(32), version=2),
         Register: Register(b"", bytes(64), version=2),
         Registered: Registered(0, version=2),
+        LinkClosing: LinkClosing(1, version=2),
     }[cls]
     with pytest.raises(UnknownVersion):
         msg.encode_payload()
@@ -133,7 +142,7 @@ def test_decoder_on_garbage(cls: Any, payload: bytes) -> None:
     assert msg.encode_payload() == payload  # decoded exactly, so re-encoding is identical
 
 
-@given(command=st.integers(200, 206), payload=_garbage)
+@given(command=st.integers(200, 207), payload=_garbage)
 def test_decode_message_on_garbage(command: int, payload: bytes) -> None:
     try:
         msg = decode_message(Cell(0, command, payload))
