@@ -49,6 +49,7 @@ class StreamError(PeerError):
 class _ChanState:
     link: Link
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # the writer has handed on everything
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     opened: asyncio.Future[PeerInfo] | None = None
 
@@ -174,6 +175,21 @@ class NodeDriver:
         self.flush()
         return chan
 
+    async def close_channel_after_output(self, chan: int, reason: str, timeout: float = 2.0) -> None:
+        """Close a channel once the cells queued on it (a last DB_LINK_CLOSING) are handed to
+        its link, or after ``timeout`` seconds (a link that no longer drains)."""
+        st = self._chans.get(chan)
+        self.flush()
+        if st is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while chan in self.node.channels and (
+                        chan in self.node.channels_with_output() or not st.idle.is_set()
+                    ):
+                        await asyncio.sleep(0.01)
+        self.node.close_channel(chan, reason)
+        self.flush()
+
     async def wait_open(self, chan: int, timeout: float = 30.0) -> PeerInfo:
         st = self._chans.get(chan)
         if st is None or st.opened is None:
@@ -198,7 +214,9 @@ class NodeDriver:
     async def _writer(self, chan: int, st: _ChanState) -> None:
         try:
             while True:
+                st.idle.set()
                 await st.wake.wait()
+                st.idle.clear()
                 st.wake.clear()
                 for msg in self.node.pop_messages(chan, PACK_BYTES):
                     await st.link.send(msg)

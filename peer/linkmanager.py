@@ -36,8 +36,17 @@ from peer.tasks import Background
 from peer.transport.base import Link
 from peer.transport.tls import TlsLink, TlsServer, connect_tls, serve_tls
 from peer.transport.webrtc import WebRtcConfig, accept_offer, create_offer
+from peer.wire.commands import CellCommand
+from peer.wire.linkcells import LinkCloseCode, LinkClosing
 
 log = logging.getLogger(__name__)
+
+#: what DB_LINK_CLOSING says, per code (fixed texts: nothing about either peer goes on the wire)
+CLOSE_TEXT = {
+    LinkCloseCode.FULL: "the peer holds its maximum of links",
+    LinkCloseCode.SHUTDOWN: "the peer is stopping",
+    LinkCloseCode.ROTATED: "the peer rotates its links",
+}
 
 
 class Signaller(Protocol):
@@ -72,7 +81,6 @@ class LinkManagerConfig:
     full_backoff: float = 5.0  # do not ask a peer that is full again for this long
     failure_backoff: float = 30.0
     max_ordb_links: int = 16
-    short_lived: float = 3.0  # a link closed this soon after opening: back off (the peer was full)
 
 
 class LinkManager:
@@ -122,14 +130,36 @@ class LinkManager:
         n = self.neighbours.get(node_id) or (self.ordb_links.get(node_id) if ordb else None)
         return n.chan if n is not None else None
 
-    def drop(self, node_id: bytes, why: str) -> None:
+    def drop(self, node_id: bytes, why: str, code: LinkCloseCode = LinkCloseCode.ROTATED) -> None:
+        """Close our link to a neighbour, telling it why first (DB_LINK_CLOSING)."""
         n = self.neighbours.pop(node_id, None)
         if n is not None:
             self.dropped = [*self.dropped[-19:], why]
             self.by_chan.pop(n.chan, None)
-            self.driver.node.close_channel(n.chan, why)
-            self.driver.flush()
+            self._say_closing(n.chan, code)
+            self._background.spawn(self.driver.close_channel_after_output(n.chan, why))
             self._changed()
+
+    def _say_closing(self, chan: int, code: LinkCloseCode) -> None:
+        msg = LinkClosing(code, CLOSE_TEXT[code])
+        self.driver.node.send_link_message(chan, CellCommand.DB_LINK_CLOSING, msg.encode_payload())
+
+    def on_link_closing(self, chan: int, msg: LinkClosing) -> None:
+        """A neighbour says it closes our link next: when may we ask it again?"""
+        nid = self.by_chan.get(chan)
+        if nid is None:
+            return
+        if msg.code == LinkCloseCode.FULL:
+            self.backoff[nid] = self.wall() + self.config.full_backoff
+            self._refuse(CLOSE_TEXT[LinkCloseCode.FULL])
+        else:
+            if msg.code == LinkCloseCode.SHUTDOWN:
+                self.backoff[nid] = self.wall() + self.config.failure_backoff
+            known = msg.code in CLOSE_TEXT
+            self.dropped = [
+                *self.dropped[-19:],
+                CLOSE_TEXT[LinkCloseCode(msg.code)] if known else "closed by the peer",
+            ]
 
     def may_try(self, node_id: bytes) -> bool:
         return self.backoff.get(node_id, 0.0) <= self.wall() and node_id not in self._connecting
@@ -143,9 +173,6 @@ class LinkManager:
         nid = self.by_chan.pop(chan, None)
         if nid is not None and (n := self.neighbours.get(nid)) is not None and n.chan == chan:
             del self.neighbours[nid]
-            if n.initiator and self.wall() - n.opened_at < self.config.short_lived:
-                # closed right after it opened: most likely the peer was full; do not ask again at once
-                self.backoff[nid] = self.wall() + self.config.full_backoff
             self._changed()
 
     def _changed(self) -> None:
@@ -386,8 +413,8 @@ class LinkManager:
             and nid not in self.guards
             and not (self.make_room is not None and self.make_room(nid, 2, 0))
         ):
-            self.driver.node.close_channel(chan, "this peer holds its maximum of links")
-            self.driver.flush()
+            self._say_closing(chan, LinkCloseCode.FULL)  # the dialer backs off instead of asking again
+            await self.driver.close_channel_after_output(chan, "this peer holds its maximum of links")
             return
         self._register(link, chan, nid, initiator=False, ordb=False)
 
@@ -397,7 +424,11 @@ class LinkManager:
             await self.tls_server.close()
         links = [*self.neighbours.values(), *self.ordb_links.values()]
         for n in links:
-            self.driver.node.close_channel(n.chan, "shutting down")
+            self._say_closing(n.chan, LinkCloseCode.SHUTDOWN)
+        await asyncio.gather(
+            *(self.driver.close_channel_after_output(n.chan, "shutting down", timeout=1.0) for n in links),
+            return_exceptions=True,
+        )
         # all at once: each close may wait a few seconds for its transport to shut down
         await asyncio.gather(*(n.link.close() for n in links), return_exceptions=True)
         self.neighbours.clear()

@@ -5,6 +5,8 @@
 - A man in the middle that terminates TLS with its own certificate is refused at the link
   handshake, with a clear reason, and no link or circuit uses it.
 - Links rotate slowly: a non-guard link gives way to another peer; guard links stay.
+- A full peer says so (DB_LINK_CLOSING) after the TLS handshake, and the dialer backs off; a
+  stopping peer says so too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from peer.linkmanager import LinkRefused
 from peer.proto.exitpolicy import ExitPolicy
 from peer.runtime import Peer, PeerConfig
 from peer.transport.tls import TlsLink, connect_tls, serve_tls
+from tests.links.hosts import PassivePeer
 from tests.links.support import Seen, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -207,3 +210,31 @@ async def test_silent_tls_connections_neither_fill_k_nor_pile_up(
         for s in silent:
             await s.close()
         await stop(peers)
+
+
+async def test_a_full_tls_peer_says_so_and_the_dialer_backs_off(
+    tmp_path: Path, recording_bridge: tuple[Bridge, Seen]
+) -> None:
+    b, _seen = recording_bridge
+    configs = [
+        PeerConfig(data_dir=tmp_path / f"f{i}", host=f"127.{88 + i}.0.1", bridges=[b.url], max_links=1)
+        for i in range(3)
+    ]
+    a, c, target = [await PassivePeer.start(cfg) for cfg in configs]  # they open no links themselves
+    try:
+        await target.links.listen_tls("127.90.0.1", 0)
+        await a.links.connect(target.record(), None)  # fills the target's one link
+        assert await wait_for(lambda: target.links.count == 1, 10)
+        target.links.guards = set()  # c is no guard of the target's (a guard is let in over K)
+        await c.links.connect(target.record(), None)  # TLS and the handshake succeed; then: full
+        tid = target.keys.node_id
+        assert await wait_for(lambda: tid not in c.links.neighbours, 10)
+        assert "the peer holds its maximum of links" in c.links.refused
+        assert not c.links.may_try(tid)  # backed off because the target said it is full
+        assert a.keys.node_id in target.links.neighbours and target.links.count == 1
+        await target.stop()  # a stopping peer says so too: a backs off instead of redialling
+        assert await wait_for(lambda: tid not in a.links.neighbours, 10)
+        assert "the peer is stopping" in a.links.dropped and not a.links.may_try(tid)
+    finally:
+        for p in (a, c, target):
+            await p.stop()
