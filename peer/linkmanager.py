@@ -37,7 +37,7 @@ from peer.transport.base import Link
 from peer.transport.tls import TlsLink, TlsServer, connect_tls, serve_tls
 from peer.transport.webrtc import WebRtcConfig, accept_offer, create_offer
 from peer.wire.commands import CellCommand
-from peer.wire.linkcells import LinkCloseCode, LinkClosing
+from peer.wire.linkcells import LinkCloseCode, LinkClosing, LinkKeep
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class Neighbour:
     initiator: bool
     opened_at: float
     transport: str = "webrtc"
+    kept: bool = False  # the peer uses us as its guard (DB_LINK_KEEP): never dropped to rotate
 
 
 @dataclass
@@ -143,6 +144,33 @@ class LinkManager:
     def _say_closing(self, chan: int, code: LinkCloseCode) -> None:
         msg = LinkClosing(code, CLOSE_TEXT[code])
         self.driver.node.send_link_message(chan, CellCommand.DB_LINK_CLOSING, msg.encode_payload())
+
+    def set_guards(self, guards: set[bytes]) -> None:
+        """Our guards changed: ask those we are already linked to to keep their link to us."""
+        for g in guards - self.guards:
+            if (n := self.neighbours.get(g)) is not None:
+                self._say_keep(n.chan)
+        self.guards = set(guards)
+
+    def _say_keep(self, chan: int) -> None:
+        self.driver.node.send_link_message(
+            chan, CellCommand.DB_LINK_KEEP, LinkKeep(LinkKeep.GUARD).encode_payload()
+        )
+        self.driver.flush()
+
+    def kept_ids(self) -> set[bytes]:
+        """Neighbours that use us as their guard."""
+        return {nid for nid, n in self.neighbours.items() if n.kept}
+
+    def on_link_keep(self, chan: int, msg: LinkKeep) -> None:
+        """A neighbour says we are its guard.  At most half of K links are kept this way, so
+        that peers with many identities cannot freeze our neighbour set."""
+        nid = self.by_chan.get(chan)
+        n = self.neighbours.get(nid) if nid is not None else None
+        if n is None or n.chan != chan or not msg.flags & LinkKeep.GUARD:
+            return
+        if n.kept or len(self.kept_ids()) < max(1, self.config.max_links // 2):
+            n.kept = True
 
     def on_link_closing(self, chan: int, msg: LinkClosing) -> None:
         """A neighbour says it closes our link next: when may we ask it again?"""
@@ -378,6 +406,8 @@ class LinkManager:
         n = Neighbour(node_id, chan, link, initiator, self.wall(), transport=transport)
         self.neighbours[node_id] = n
         self.by_chan[chan] = node_id
+        if node_id in self.guards:
+            self._say_keep(chan)  # our circuits start here: the guard must not rotate it away
         self.driver.flush()
         self._changed()
         return n

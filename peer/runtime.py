@@ -40,7 +40,7 @@ from peer.proto.node import NodeConfig, OnionNode
 from peer.socks import SocksServer, StreamOpenError
 from peer.topology import Topology, TopologyConfig
 from peer.transport.webrtc import WebRtcConfig
-from peer.wire.cells import Introduce, Introduced, LinkClosing, decode_message  # noqa: F401  (decode kept for callers)
+from peer.wire.cells import Introduce, Introduced, LinkClosing, LinkKeep, decode_message  # noqa: F401  (decode kept for callers)
 from peer.wire.commands import CellCommand, RelayCommand
 from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
 from peer.wire.ordb import DbQuery
@@ -331,7 +331,7 @@ class Peer:
                 new.append(g)
         changed = new != self.guards
         self.guards = new
-        self.links.guards = set(self.guards)
+        self.links.set_guards(set(self.guards))
         if changed:
             data = json.dumps({"guards": [g.hex() for g in self.guards]}).encode()
             atomic_write_private(self.config.data_dir / GUARDS_FILE, data)
@@ -388,6 +388,8 @@ class Peer:
                 self.links.on_introduced(msg.source, msg.blob, _NeighbourSignaller(self, e.chan))
             elif isinstance(msg, LinkClosing):
                 self.links.on_link_closing(e.chan, msg)
+            elif isinstance(msg, LinkKeep):
+                self.links.on_link_keep(e.chan, msg)
 
     def _introduce_for(self, chan: int, msg: Introduce) -> None:
         """We are the introducer: pass a sealed blob from one neighbour to another."""

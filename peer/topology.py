@@ -7,8 +7,9 @@ One maintenance :meth:`Topology.step` at a time, driven by the runtime:
   cliques; then peers with spare capacity);
 * **rewire**: when full, a redundant link (a triangle edge) gives way to a peer outside our
   reach, so the link graph stays an expander;
-* **rotate**: about every ``rotate_every`` seconds a random non-guard link gives way to a
-  random peer of the view (make before break), so the neighbour set never settles;
+* **rotate**: about every ``rotate_every`` seconds a random link gives way to a random peer of
+  the view (make before break), so the neighbour set never settles; never a link to one of our
+  guards, nor one a peer keeps to us as its guard;
 * **make room** (:meth:`Topology.make_room`): what a full peer does when an offer arrives.
 
 The link manager owns the links; this module only decides which ones to open and drop.
@@ -103,12 +104,17 @@ class Topology:
             with contextlib.suppress(LinkRefused):
                 await self.links.connect(rec, via)
 
+    def _keep(self) -> set[bytes]:
+        """Links never dropped to rotate or make room: to our guards, and to peers whose guard we
+        are (they said so with DB_LINK_KEEP; their circuits start on this link)."""
+        return set(self._guards()) | self.links.kept_ids()
+
     def _redundant_neighbour(self) -> bytes | None:
         """A non-guard neighbour also linked to another of our neighbours (a triangle edge)."""
         nbs = self.links.neighbour_ids()
-        guards = self._guards()
+        keep = self._keep()
         for n in self.rng.sample(nbs, len(nbs)):
-            if n in guards:
+            if n in keep:
                 continue
             for m in nbs:
                 rec = self.view.get(m)
@@ -121,10 +127,10 @@ class Topology:
         or, for a peer with fewer than 2 links, drop a neighbour that has links to spare; or, for
         a peer rotating its links, rotate one of ours (at most once per half rotation period, so
         that nobody can churn our neighbours faster than rotation itself does)."""
-        guards = self._guards()
+        keep = self._keep()
         if purpose == ROTATION and self.config.rotate_every > 0:
             now = self.clock()
-            victims = [n for n in self.links.neighbour_ids() if n not in guards]
+            victims = [n for n in self.links.neighbour_ids() if n not in keep]
             if victims and now - self._last_eviction >= self.config.rotate_every / 2:
                 self._last_eviction = now
                 self.links.drop(self.rng.choice(victims), "rotation: making room for a rotating peer")
@@ -133,7 +139,7 @@ class Topology:
             spare = [
                 n
                 for n in self.links.neighbour_ids()
-                if n not in guards
+                if n not in keep
                 and (r := self.view.get(n)) is not None
                 and len(r.neighbours) >= self.config.max_links
             ]
@@ -168,8 +174,8 @@ class Topology:
             await self._replace(victim, far, "rewiring: a redundant link gives way to a distant peer")
 
     async def _rotate(self) -> None:
-        guards = self._guards()
-        victims = [n for n in self.links.neighbour_ids() if n not in guards]
+        keep = self._keep()
+        victims = [n for n in self.links.neighbour_ids() if n not in keep]
         cands = [
             r
             for r in self.view.all()

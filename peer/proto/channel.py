@@ -60,6 +60,7 @@ LINK_COMMANDS = frozenset(
         CellCommand.DB_INTRODUCE,
         CellCommand.DB_INTRODUCED,
         CellCommand.DB_LINK_CLOSING,
+        CellCommand.DB_LINK_KEEP,
     }
 )
 #: Cells allowed before the handshake completes (tor-spec §4).

@@ -51,6 +51,7 @@ from peer.wire.linkcells import (
     Introduce,
     Introduced,
     LinkClosing,
+    LinkKeep,
     Register,
     Registered,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "Introduce",
     "Introduced",
     "LinkClosing",
+    "LinkKeep",
     "NetAddress",
     "Netinfo",
     "Padding",
@@ -584,6 +586,7 @@ CellMessage = (
     | Register
     | Registered
     | LinkClosing
+    | LinkKeep
     | UnknownCellMessage
 )
 

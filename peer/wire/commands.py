@@ -74,6 +74,7 @@ class CellCommand(enum.IntEnum):
     DB_REGISTER = 205
     DB_REGISTERED = 206
     DB_LINK_CLOSING = 207
+    DB_LINK_KEEP = 208
 
 
 def is_variable(command: int) -> bool:

@@ -1,6 +1,6 @@
 """Private link-level cells: bridges and introducers (DESIGN §4 "Link-level messages", docs/bridge.md).
 
-They are variable-length cells (commands 200-207, circuit id 0) sent on a peer link, or
+They are variable-length cells (commands 200-208, circuit id 0) sent on a peer link, or
 one per binary WebSocket message to a bridge.  Every body starts with ``VERSION[1]`` = 1;
 an unknown version is :class:`~peer.errors.UnknownVersion`.  Integers are big-endian.
 
@@ -14,6 +14,8 @@ an unknown version is :class:`~peer.errors.UnknownVersion`.  Integers are big-en
 - DB_LINK_CLOSING (207, peer -> peer): ``VERSION[1] CODE[1] LEN[1] REASON`` (printable ASCII): why
   the sender is about to close the link (it is full, it stops, it rotates the link), so the other
   side knows when to ask again
+- DB_LINK_KEEP (208, peer -> neighbour): ``VERSION[1] FLAGS[1]``; flag 1: "you are one of my
+  guards": the receiver does not drop this link to rotate or to make room (other flags: 0)
 
 The DB_REGISTER signature is Ed25519 by the record's identity key, context
 ``peersm/bridge-register/v1``, over :func:`register_message` = ``NONCE || URL || RECORD``:
@@ -48,6 +50,7 @@ __all__ = [
     "LinkCellMessage",
     "LinkCloseCode",
     "LinkClosing",
+    "LinkKeep",
     "Register",
     "RegisterStatus",
     "Registered",
@@ -324,7 +327,43 @@ class LinkClosing:
         return cls(code, reason, version=version)
 
 
-LinkCellMessage = FindPeer | FoundPeer | Introduce | Introduced | Hello | Register | Registered | LinkClosing
+@dataclass(frozen=True, slots=True)
+class LinkKeep:
+    """DB_LINK_KEEP (208): the sender asks the receiver to keep this link (flag 1: a guard link)."""
+
+    CMD: ClassVar[CellCommand] = CellCommand.DB_LINK_KEEP
+    GUARD: ClassVar[int] = 1
+    flags: int = 1
+    version: int = field(default=PRIVATE_CELL_VERSION, kw_only=True)
+
+    def encode_payload(self) -> bytes:
+        _check_version(self.version, "DB_LINK_KEEP")
+        if not 0 <= self.flags <= 0xFF:
+            raise WireError(f"DB_LINK_KEEP flags {self.flags} do not fit in 1 byte")
+        return bytes((self.version, self.flags))
+
+    @classmethod
+    def decode_payload(cls, payload: bytes) -> Self:
+        r = Reader(payload)
+        version = _pull_version(r, "DB_LINK_KEEP")
+        flags = r.pull_u8()
+        r.expect_end("DB_LINK_KEEP")
+        return cls(flags, version=version)
+
+
+LinkCellMessage = (
+    FindPeer | FoundPeer | Introduce | Introduced | Hello | Register | Registered | LinkClosing | LinkKeep
+)
 
 #: The private link cells, for the cell registry in :mod:`peer.wire.cells`.
-LINK_MESSAGE_CLASSES = (FindPeer, FoundPeer, Introduce, Introduced, Hello, Register, Registered, LinkClosing)
+LINK_MESSAGE_CLASSES = (
+    FindPeer,
+    FoundPeer,
+    Introduce,
+    Introduced,
+    Hello,
+    Register,
+    Registered,
+    LinkClosing,
+    LinkKeep,
+)

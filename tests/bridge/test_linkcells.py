@@ -1,4 +1,4 @@
-"""The private link cells (peer/wire/linkcells.py, commands 200-207): layouts, hypothesis
+"""The private link cells (peer/wire/linkcells.py, commands 200-208): layouts, hypothesis
 round trips and garbage (2,000 examples per decoder with the ``ci`` profile)."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from peer.wire.linkcells import (
     Introduced,
     LinkCloseCode,
     LinkClosing,
+    LinkKeep,
     Register,
     Registered,
     RegisterStatus,
@@ -46,13 +47,14 @@ MESSAGES: dict[type, st.SearchStrategy[Any]] = {
     Register: st.builds(Register, st.binary(max_size=1000), _fixed(64)),
     Registered: st.builds(Registered, st.integers(0, 255), _reasons),
     LinkClosing: st.builds(LinkClosing, st.integers(0, 255), _reasons),
+    LinkKeep: st.builds(LinkKeep, st.integers(0, 255)),
 }
 _CLASSES = sorted(MESSAGES, key=lambda c: c.__name__)
 
 
 def test_every_link_cell_has_a_strategy_and_a_variable_command() -> None:
     assert set(MESSAGES) == set(LINK_MESSAGE_CLASSES)
-    assert [int(c.CMD) for c in LINK_MESSAGE_CLASSES] == list(range(200, 208))
+    assert [int(c.CMD) for c in LINK_MESSAGE_CLASSES] == list(range(200, 209))
     assert all(is_variable(c.CMD) for c in LINK_MESSAGE_CLASSES)
 
 
@@ -71,6 +73,9 @@ def test_new_cells_layout() -> None:
     assert encode_message(LinkClosing(LinkCloseCode.ROTATED), 0).encode() == H("00000000 cf 0003 01 03 00")
     with pytest.raises(WireError):
         LinkClosing(1, "\x7f").encode_payload()
+    assert encode_message(LinkKeep(LinkKeep.GUARD), 0).encode() == H("00000000 d0 0002 01 01")
+    with pytest.raises(WireError):
+        LinkKeep(256).encode_payload()
 
 
 def test_moved_cells_are_still_exported_by_cells() -> None:
@@ -94,6 +99,7 @@ def test_unknown_version_is_refused(cls: Any) -> None:
         Register: Register(b"", bytes(64), version=2),
         Registered: Registered(0, version=2),
         LinkClosing: LinkClosing(1, version=2),
+        LinkKeep: LinkKeep(version=2),
     }[cls]
     with pytest.raises(UnknownVersion):
         msg.encode_payload()
@@ -142,7 +148,7 @@ def test_decoder_on_garbage(cls: Any, payload: bytes) -> None:
     assert msg.encode_payload() == payload  # decoded exactly, so re-encoding is identical
 
 
-@given(command=st.integers(200, 207), payload=_garbage)
+@given(command=st.integers(200, 208), payload=_garbage)
 def test_decode_message_on_garbage(command: int, payload: bytes) -> None:
     try:
         msg = decode_message(Cell(0, command, payload))

@@ -34,11 +34,17 @@ pytestmark = pytest.mark.e2e
 
 
 async def start(
-    tmp: Path, url: str, n: int, base: int, stable: tuple[int, ...] = (), **kw: object
+    tmp: Path,
+    url: str,
+    n: int,
+    base: int,
+    stable: tuple[int, ...] = (),
+    per_peer: dict[int, dict[str, object]] | None = None,
+    **kw: object,
 ) -> list[Peer]:
     peers = []
     for i in range(n):
-        extra = dict(kw)
+        extra = dict(kw) | (per_peer or {}).get(i, {})
         if i in stable:
             extra["stable"] = True
         if i == n - 1 and "exit_policy" not in kw:
@@ -158,6 +164,9 @@ async def test_links_rotate_slowly_and_guards_stay(
         6,
         90,
         stable=(1, 2),
+        # the guards have room for every peer that picks them (stable peers serve many): each
+        # keeps the links of the peers that told it it is their guard
+        per_peer={1: {"max_links": 10}, 2: {"max_links": 10}},
         max_links=3,
         rotate_every=1.5,
         exit_policy=ExitPolicy.reject_all(),
@@ -167,9 +176,13 @@ async def test_links_rotate_slowly_and_guards_stay(
         assert await wait_for(lambda: len(p0.links.neighbours) >= 3 and len(p0.guards) == 2, 40)
         guard_links = {g: p0.links.neighbours[g].chan for g in p0.guards if g in p0.links.neighbours}
         assert guard_links, "p0 has no link to its guards"
+        by_id = {p.keys.node_id: p for p in peers}
+        me = p0.keys.node_id
+        # each guard was told (DB_LINK_KEEP) that its link to p0 is a guard link: it keeps it too
+        assert await wait_for(lambda: all(me in by_id[g].links.kept_ids() for g in guard_links), 10)
         others_before = set(p0.links.neighbours) - set(guard_links)
         rotated = await wait_for(lambda: any(d.startswith("rotation") for d in p0.links.dropped), 90)
-        assert rotated, p0.links.dropped
+        assert rotated, (p0.links.dropped, p0.links.refused, len(p0.view), p0.status()["links"])
         assert await wait_for(lambda: len(p0.links.neighbours) >= 3, 20)
         # the guard links are the same links as before (same channels); the others moved
         assert {

@@ -28,6 +28,10 @@ class FakeLinks:
     dropped: list[tuple[bytes, str]] = field(default_factory=list)
     connected: list[tuple[bytes, int]] = field(default_factory=list)
     refuse: bool = False
+    kept: set[bytes] = field(default_factory=set)
+
+    def kept_ids(self) -> set[bytes]:
+        return set(self.kept)
 
     @property
     def count(self) -> int:
@@ -131,3 +135,15 @@ async def test_a_refused_rotation_drops_nothing() -> None:
     clock.t += 13.0
     await topo.step()
     assert links.dropped == [] and links.count == 3
+
+
+async def test_links_kept_for_a_peer_whose_guard_we_are_never_rotate_or_make_room() -> None:
+    topo, links, clock = make(6, [1, 2, 3], guards=[1], k=3, rotate=10.0)
+    links.kept = {nid(2), nid(3)}  # peers 2 and 3 said DB_LINK_KEEP: we are their guard
+    clock.t += 13.0
+    await topo.step()
+    assert links.dropped == [] and links.count == 3  # every link is protected: no victim
+    assert not topo.make_room(nid(9), 0, ROTATION) and not topo.make_room(nid(8), 0)
+    links.kept = {nid(2)}
+    assert topo.make_room(nid(9), 3, ROTATION)
+    assert links.dropped == [(nid(3), "rotation: making room for a rotating peer")]

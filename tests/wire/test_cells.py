@@ -163,6 +163,7 @@ def test_every_command_number_has_its_variable_flag() -> None:
         CellCommand.DB_REGISTER,
         CellCommand.DB_REGISTERED,
         CellCommand.DB_LINK_CLOSING,
+        CellCommand.DB_LINK_KEEP,
     ]
 
 
