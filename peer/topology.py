@@ -77,7 +77,8 @@ class Topology:
         }
 
     async def step(self) -> None:
-        """One maintenance round: rewire or rotate when full, then fill up to K."""
+        """One maintenance round: rewire or rotate when full, then fill up to K (a missing guard
+        link is opened even when full, and another link gives way to it)."""
         guards = self._guards()
         want = [g for g in guards if g not in self.links.neighbours]
         recs = [r for r in self.view.all() if r.node_id not in self.links.neighbours]
@@ -93,7 +94,8 @@ class Topology:
         for nid in [*want, *(r.node_id for r in recs)]:
             if not self.links.may_try(nid):
                 continue
-            if self.full:
+            guard = nid in want
+            if self.full and not guard:
                 break
             rec = self.view.get(nid)
             if rec is None:
@@ -103,6 +105,13 @@ class Topology:
                 continue
             with contextlib.suppress(LinkRefused):
                 await self.links.connect(rec, via)
+            if guard and self.links.count > self.config.max_links:
+                # K always includes our guards (DESIGN §4): a full peer links to a guard first,
+                # then lets one of its other links go
+                keep = self._keep()
+                victims = [n for n in self.links.neighbour_ids() if n not in keep]
+                if victims:
+                    self.links.drop(self.rng.choice(victims), "making room for a guard")
 
     def _keep(self) -> set[bytes]:
         """Links never dropped to rotate or make room: to our guards, and to peers whose guard we

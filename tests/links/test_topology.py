@@ -147,3 +147,12 @@ async def test_links_kept_for_a_peer_whose_guard_we_are_never_rotate_or_make_roo
     links.kept = {nid(2)}
     assert topo.make_room(nid(9), 3, ROTATION)
     assert links.dropped == [(nid(3), "rotation: making room for a rotating peer")]
+
+
+async def test_a_full_peer_still_links_to_a_missing_guard_then_drops_another_link() -> None:
+    topo, links, _clock = make(6, [2, 3, 4], guards=[1, 2], k=3)
+    links.kept = {nid(3)}  # peer 3 uses us as its guard: that link stays too
+    await topo.step()
+    assert links.connected == [(nid(1), 0)]
+    assert links.dropped == [(nid(4), "making room for a guard")]
+    assert set(links.neighbours) == {nid(1), nid(2), nid(3)}
