@@ -299,6 +299,14 @@ class Download:
                 + (f": {errors[0]}" if errors else "")
             )
 
+    def retire_ordbs(self, ids: set[bytes], why: str) -> int:
+        """Replace the circuits that end at one of ``ids`` (e.g. a peer that became our
+        neighbour: DESIGN §5 keeps ORDBs apart from guards and neighbours)."""
+        gone = [fc for fc in self.circuits.values() if not fc.retired and fc.ordb in ids]
+        for fc in gone:
+            self._retire(fc, why)
+        return len(gone)
+
     def _retire(self, fc: FetchCircuit, why: str) -> None:
         if fc.retired:
             return

@@ -243,6 +243,17 @@ class HolderService:
                     s.task.cancel()
         return False
 
+    def retire_ordbs(self, ids: set[bytes]) -> int:
+        """Close the announce circuits that end at one of ``ids`` (peers that became our guards
+        or neighbours since: DESIGN §5 keeps ORDBs apart from both); what they carried is
+        announced again elsewhere.  Returns how many were closed."""
+        gone = [ac for ac in self.circuits.values() if ac.ordb in ids]
+        for ac in gone:
+            self.node.destroy_circuit(ac.circ)
+        if gone:
+            self._kick()
+        return len(gone)
+
     def _reannounce(self, ac: AnnounceCircuit) -> None:
         for hn in ac.hash_names:
             self.announce_soon(hn)

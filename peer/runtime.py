@@ -267,6 +267,20 @@ class Peer:
     def _links_changed(self) -> None:
         self._record_dirty.set()
         self._choose_guards()
+        asyncio.get_running_loop().call_soon(self._keep_ordbs_apart)
+
+    def _keep_ordbs_apart(self) -> None:
+        """DESIGN §5 holds over time, not only when a circuit is built: an ORDB circuit whose
+        ORDB has since become a guard or a neighbour (links move) is replaced, or that peer
+        could match the circuit's traffic with what it sees on its direct link to us."""
+        if self.config.one_hop_ordb:  # the anonymity test's negative control breaks §5 on purpose
+            return
+        near = set(self.links.neighbour_ids()) | set(self.guards)
+        n = self.holder.retire_ordbs(near) if self.holder is not None else 0
+        for d in self.downloads.values():
+            n += d.download.retire_ordbs(near, "its ORDB became a guard or a neighbour")
+        if n:
+            log.debug("replaced %d ORDB circuit(s) whose ORDB is now linked to us", n)
 
     async def _republisher(self) -> None:
         while True:

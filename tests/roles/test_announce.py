@@ -164,3 +164,20 @@ async def test_the_ordb_publishes_again_until_another_node_took_the_record(
     assert hn in roles.ordb.published
     await roles.holder.close()
     await roles.ordb.close()
+
+
+async def test_an_ordb_that_became_a_neighbour_is_replaced(
+    swarm: Swarm, store: ChunkStore, tmp_path: Path
+) -> None:
+    roles = Roles(swarm, store, failures=0)
+    hn = await share(store, tmp_path)
+    roles.holder.announce_soon(hn)
+    await until(lambda: hn in roles.ordb.holders)
+    (first,) = roles.holder.circuits
+    assert roles.holder.retire_ordbs({swarm.peers[2].keys.node_id}) == 0  # a middle hop: kept
+    assert roles.holder.retire_ordbs({swarm.peers[3].keys.node_id}) == 1
+    await until(
+        lambda: roles.builds == 2 and first not in roles.holder.circuits and len(roles.holder.circuits) == 1
+    )
+    await until(lambda: hn in roles.ordb.holders)  # announced again, on the new circuit
+    await roles.holder.close()
