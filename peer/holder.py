@@ -87,6 +87,7 @@ class HolderService:
         self._announcing: set[bytes] = set()  # hash_names with an announce task running
         self._dirty: set[bytes] = set()  # hash_names whose announcement is due (again)
         self._announce_lock = asyncio.Lock()
+        self._waiting = 0  # announce tasks waiting for the lock
         self.announce_retries = 0
         self.last_announce_error = ""
         self._background = Background()
@@ -124,7 +125,9 @@ class HolderService:
             pause = ANNOUNCE_RETRY_FIRST
             while hash_name in self._dirty:
                 self._dirty.discard(hash_name)
+                self._waiting += 1
                 async with self._announce_lock:  # one at a time: later ones reuse the circuits built
+                    self._waiting -= 1
                     done = await self._announce_once(hash_name)
                 if not done:
                     self._dirty.add(hash_name)
@@ -162,8 +165,8 @@ class HolderService:
             ]
             if spare:
                 ac = self.rng.choice(spare)
-            elif builds >= 2 * self.ordbs_per_share:
-                break
+            elif builds >= 2 * self.ordbs_per_share or (targets and self._waiting):
+                break  # topping up an announced share waits while others are not announced at all
             else:
                 builds += 1
                 try:

@@ -181,3 +181,24 @@ async def test_an_ordb_that_became_a_neighbour_is_replaced(
     )
     await until(lambda: hn in roles.ordb.holders)  # announced again, on the new circuit
     await roles.holder.close()
+
+
+async def test_many_shares_at_once_are_each_announced_then_topped_up(
+    swarm: Swarm, store: ChunkStore, tmp_path: Path
+) -> None:
+    roles = Roles(swarm, store, failures=0)
+    roles.holder.ordbs_per_share = 2
+    names = []
+    for i in range(6):
+        f = tmp_path / f"many{i}.bin"
+        f.write_bytes(os.urandom(20_000))
+        names.append((await store.import_file(f, encrypt=False, randbytes=os.urandom)).hash_name)
+    for hn in names:
+        roles.holder.announce_soon(hn)
+    await until(lambda: all(hn in roles.ordb.holders for hn in names))
+    per_name = lambda: [sum(hn in c.hash_names for c in roles.holder.circuits.values()) for hn in names]  # noqa: E731
+    await until(lambda: per_name() == [2] * 6)
+    # 6 names x 2 ORDBs at 4 names per circuit: 3 circuits suffice; none is built per name
+    assert len(roles.holder.circuits) <= 4, len(roles.holder.circuits)
+    await until(lambda: status_pending(roles.holder) == 0)
+    await roles.holder.close()
