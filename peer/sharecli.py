@@ -40,7 +40,18 @@ def cmd_share(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what the line says before the first piece, by download state
+WAITING = {
+    "starting": "starting",
+    "connecting": "building circuits to ORDBs",
+    "searching": "searching: no ORDB has it yet (a share made a moment ago can take a few seconds)",
+}
+
+
 def _bar(s: dict[str, Any], t0: float) -> str:
+    state = str(s.get("state") or "")
+    if state in WAITING and not s.get("total"):
+        return f"{WAITING[state]}  {time.monotonic() - t0:4.0f} s  {s.get('circuits') or 0} circuits"
     have, total = int(s.get("have") or 0), int(s.get("total") or 0)
     size, got = int(s.get("size") or 0), int(s.get("bytes") or 0)
     pct = 100.0 * have / total if total else 0.0
