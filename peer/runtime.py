@@ -653,6 +653,7 @@ class Peer:
                     "guard": n.node_id in self.guards,
                     "initiator": n.initiator,
                     "transport": n.transport,
+                    "kept": n.kept,  # the peer uses us as its guard
                     "age_s": round(time.time() - n.opened_at, 1),
                 }
                 for n in self.links.neighbours.values()

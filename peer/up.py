@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from peer.api import ApiServer, remove_api_json, write_api_json
 from peer.apiclient import ApiClient
@@ -135,22 +136,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(st, indent=2))
         return 0
-    print(
+    print("\n".join(format_status(st)))
+    return 0
+
+
+def format_status(st: dict[str, Any]) -> list[str]:
+    """The lines `peersm status` prints (no addresses, no keys: node ids are cut to 16 hex digits)."""
+    out = [
         f"node {str(st.get('node_id', '?'))[:16]}…  {'stable' if st.get('stable') else 'ephemeral'}  "
         f"up {st.get('uptime_s')} s  known peers {st.get('known_peers')}  bridges {st.get('bridges')}"
-    )
+    ]
     links = st.get("links") or []
-    print(f"links: {len(links)}")
+    out.append(f"links: {len(links)}")
     for ln in links:
-        print(
+        out.append(
             f"  {ln['peer']}…  {ln.get('transport', 'webrtc')}  {'guard ' if ln['guard'] else ''}"
+            f"{'we-are-its-guard ' if ln.get('kept') else ''}"
             f"{'out' if ln['initiator'] else 'in'}  age {ln['age_s']} s"
         )
-    print(f"circuits: {st.get('circuits')} built here, {st.get('relayed_circuits')} relayed")
+    out.append(f"circuits: {st.get('circuits')} built here, {st.get('relayed_circuits')} relayed")
+    a = st.get("announce") or {}
+    line = f"sharing: {a.get('announced', 0)} announced through {a.get('circuits', 0)} circuits to ORDBs"
+    if a.get("pending"):
+        line += f", {a['pending']} still trying"
+        if a.get("last_error"):
+            line += f" (last problem: {a['last_error']})"
+    out.append(line)
+    o = st.get("ordb") or {}
+    out.append(
+        f"as an ORDB: {o.get('hash_names', 0)} hash_names indexed, {o.get('queries', 0)} queries, "
+        f"{o.get('answered', 0)} answered, {o.get('forwarded', 0)} forwarded, "
+        f"{o.get('unavailable', 0)} unavailable"
+    )
     if st.get("socks"):
-        print(f"socks: {st['socks']}")
-    for r in st.get("recent_link_refusals") or []:
-        print(f"  refused: {r}")
-    for r in st.get("recent_link_drops") or []:
-        print(f"  dropped: {r}")
-    return 0
+        out.append(f"socks: {st['socks']}")
+    out.extend(f"  refused: {r}" for r in st.get("recent_link_refusals") or [])
+    out.extend(f"  dropped: {r}" for r in st.get("recent_link_drops") or [])
+    return out
