@@ -115,7 +115,7 @@ def test_error_names_the_missing_exit() -> None:
             "g",
             b"\x01" * 20,
             None,
-            "10.0.0.1",
+            "127.10.0.1",
             1,
             frozenset({"Running", "Valid", "Guard"}),
             1,
@@ -136,7 +136,7 @@ def test_weighted_choice_follows_bandwidth() -> None:
             f"r{i}",
             bytes([i]) * 20,
             None,
-            "10.0.0.1",
+            "127.10.0.1",
             1,
             frozenset(),
             bw,
@@ -154,7 +154,7 @@ def test_weighted_choice_follows_bandwidth() -> None:
 
 
 def test_subnet_of() -> None:
-    assert subnet_of("10.1.2.3") == subnet_of("10.1.200.9") != subnet_of("10.2.0.1")
+    assert subnet_of("127.1.2.3") == subnet_of("127.1.200.9") != subnet_of("127.2.0.1")
     assert subnet_of("[2001:db8::1]") == subnet_of("2001:db8:ffff::2")
 
 

@@ -23,7 +23,9 @@ from peer.transport.iceconfig import (
     set_receive_buffer,
 )
 
-IFACES = ["127.0.0.1", "::1", "192.168.1.20", "10.8.0.3", "169.254.3.3", "2001:db8::7"]
+# Non-loopback interfaces are IPv6 unique-local / link-local / documentation addresses: pure data for
+# the policy function (nothing is bound or sent), and no IPv4 address outside 127/8 in the tests.
+IFACES = ["127.0.0.1", "::1", "fd00:1::20", "fd00:8::3", "fe80::3", "2001:db8::7"]
 
 
 def fake_interfaces() -> list[str]:
@@ -45,12 +47,12 @@ def sdp_with(*candidates: str, c_line: str = "c=IN IP4 127.0.0.1") -> str:
 
 def test_default_policy_is_real_interfaces_without_loopback_or_link_local() -> None:
     policy = IcePolicy.from_config(WebRtcConfig(), fake_interfaces)
-    assert policy.bind == ("192.168.1.20", "10.8.0.3", "2001:db8::7")
+    assert policy.bind == ("fd00:1::20", "fd00:8::3", "2001:db8::7")
     assert not policy.allows("127.0.0.1")
     assert not policy.allows("::1")
-    assert not policy.allows("169.254.3.3")
-    assert policy.allows("10.8.0.3")
-    assert not policy.allows("10.8.0.4")
+    assert not policy.allows("fe80::3")
+    assert policy.allows("fd00:8::3")
+    assert not policy.allows("fd00:8::4")
     assert not policy.servers
 
 
@@ -58,16 +60,14 @@ def test_explicit_addresses_are_bound_even_when_no_interface_has_them() -> None:
     policy = IcePolicy.from_config(WebRtcConfig.loopback("127.5.0.1", "127.0.0.1"), fake_interfaces)
     assert policy.bind == ("127.5.0.1", "127.0.0.1")
     assert policy.allows("127.5.0.1") and not policy.allows("127.5.0.2")
-    assert not policy.allows("192.168.1.20")
+    assert not policy.allows("fd00:1::20")
 
 
 def test_networks_select_interface_addresses() -> None:
-    policy = IcePolicy.from_config(
-        WebRtcConfig(ice_allow=("192.168.0.0/16", "2001:db8::/32")), fake_interfaces
-    )
-    assert policy.bind == ("192.168.1.20", "2001:db8::7")
-    assert policy.allows("192.168.200.1")
-    assert not policy.allows("10.8.0.3")
+    policy = IcePolicy.from_config(WebRtcConfig(ice_allow=("fd00:1::/32", "2001:db8::/32")), fake_interfaces)
+    assert policy.bind == ("fd00:1::20", "2001:db8::7")
+    assert policy.allows("fd00:1::200:1")
+    assert not policy.allows("fd00:8::3")
     assert not policy.allows("not-an-ip.local")
 
 
@@ -75,7 +75,7 @@ def test_config_validation() -> None:
     with pytest.raises(UsageError):
         WebRtcConfig(ice_allow=("300.1.1.1",))
     with pytest.raises(UsageError):
-        WebRtcConfig.loopback("10.0.0.1")
+        WebRtcConfig.loopback("2001:db8::1")
     with pytest.raises(UsageError):
         WebRtcConfig(rcvbuf=0)
     with pytest.raises(UsageError):
@@ -99,10 +99,10 @@ def test_local_sdp_check_accepts_allowed_host_candidates() -> None:
 @pytest.mark.parametrize(
     "sdp",
     [
-        sdp_with("a 1 udp 1 192.168.1.20 5000 typ host"),
-        sdp_with("a 1 udp 1 127.0.0.1 5000 typ host", c_line="c=IN IP4 192.168.1.20"),
-        sdp_with("a 1 udp 1 203.0.113.9 5000 typ srflx raddr 127.0.0.1 rport 5000"),
-        sdp_with("a 1 udp 1 127.0.0.1 5000 typ host raddr 10.8.0.3 rport 1"),
+        sdp_with("a 1 udp 1 fd00:1::20 5000 typ host"),
+        sdp_with("a 1 udp 1 127.0.0.1 5000 typ host", c_line="c=IN IP6 fd00:1::20"),
+        sdp_with("a 1 udp 1 2001:db8:113::9 5000 typ srflx raddr 127.0.0.1 rport 5000"),
+        sdp_with("a 1 udp 1 127.0.0.1 5000 typ host raddr fd00:8::3 rport 1"),
     ],
     ids=["host", "c-line", "srflx-without-server", "related"],
 )
@@ -113,23 +113,25 @@ def test_local_sdp_check_refuses_excluded_addresses(sdp: str) -> None:
 
 
 def test_reflexive_candidates_are_allowed_only_with_a_configured_server() -> None:
-    config = WebRtcConfig(ice_allow=("192.168.0.0/16",), ice_servers=(IceServer("stun:127.0.0.1:3478"),))
+    config = WebRtcConfig(ice_allow=("fd00:1::/32",), ice_servers=(IceServer("stun:127.0.0.1:3478"),))
     policy = IcePolicy.from_config(config, fake_interfaces)
     policy.check_local_sdp(
         sdp_with(
-            "a 1 udp 1 192.168.1.20 5000 typ host",
-            "b 1 udp 1 203.0.113.9 6000 typ srflx raddr 192.168.1.20 rport 5000",
-            c_line="c=IN IP4 203.0.113.9",
+            "a 1 udp 1 fd00:1::20 5000 typ host",
+            "b 1 udp 1 2001:db8:113::9 6000 typ srflx raddr fd00:1::20 rport 5000",
+            c_line="c=IN IP6 2001:db8:113::9",
         )
     )
     with pytest.raises(IcePolicyError):  # the related address must still be allowed
-        policy.check_local_sdp(sdp_with("b 1 udp 1 203.0.113.9 6000 typ srflx raddr 10.8.0.3 rport 5000"))
+        policy.check_local_sdp(
+            sdp_with("b 1 udp 1 2001:db8:113::9 6000 typ srflx raddr fd00:8::3 rport 5000")
+        )
     # A relayed candidate's related address is the reflexive address the server reported.
     policy.check_local_sdp(
         sdp_with(
-            "a 1 udp 1 192.168.1.20 5000 typ host",
-            "r 1 udp 1 198.51.100.3 7000 typ relay raddr 203.0.113.9 rport 6000",
-            c_line="c=IN IP4 198.51.100.3",
+            "a 1 udp 1 fd00:1::20 5000 typ host",
+            "r 1 udp 1 2001:db8:51::3 7000 typ relay raddr 2001:db8:113::9 rport 6000",
+            c_line="c=IN IP6 2001:db8:51::3",
         )
     )
 
@@ -149,21 +151,21 @@ def test_remote_sdp_filter_drops_mdns_and_tcp_candidates() -> None:
 def test_remote_sdp_filter_drops_loopback_unless_we_bind_loopback() -> None:
     sdp = sdp_with(
         "a 1 udp 1 127.0.0.1 5000 typ host",
-        "b 1 udp 1 198.51.100.7 5001 typ host",
+        "b 1 udp 1 2001:db8:51::7 5001 typ host",
         "c 1 udp 1 0.0.0.0 5002 typ host",
-        "d 1 udp 1 224.0.0.251 5353 typ host",
+        "d 1 udp 1 ff02::fb 5353 typ host",
     )
     lan = IcePolicy.from_config(WebRtcConfig(), fake_interfaces)
-    assert [c.address for c in candidate_lines(filter_remote_sdp(sdp, lan))] == ["198.51.100.7"]
+    assert [c.address for c in candidate_lines(filter_remote_sdp(sdp, lan))] == ["2001:db8:51::7"]
     loopback = IcePolicy.from_config(WebRtcConfig.loopback(), fake_interfaces)
     assert [c.address for c in candidate_lines(filter_remote_sdp(sdp, loopback))] == [
         "127.0.0.1",
-        "198.51.100.7",
+        "2001:db8:51::7",
     ]
 
 
 def test_remote_sdp_filter_caps_the_number_of_candidates() -> None:
-    sdp = sdp_with(*(f"f{i} 1 udp 1 198.51.100.{i} 5000 typ host" for i in range(1, 40)))
+    sdp = sdp_with(*(f"f{i} 1 udp 1 2001:db8:51::{i:x} 5000 typ host" for i in range(1, 40)))
     assert len(candidate_lines(filter_remote_sdp(sdp))) == MAX_REMOTE_CANDIDATES
 
 
