@@ -82,7 +82,6 @@ class HolderService:
         self.corrupt = corrupt  # test only: serve pieces with a flipped byte (a lying holder)
         self.circuits: dict[int, AnnounceCircuit] = {}
         self.serving: dict[Stream, Serving] = {}
-        self.announced: dict[bytes, int] = {}  # hash_name -> last announced quarter (1..4)
         self.held: set[bytes] = set()  # every hash_name we hold some of (announced or about to be)
         self._announcing: set[bytes] = set()  # hash_names with an announce task running
         self._dirty: set[bytes] = set()  # hash_names whose announcement is due (again)
@@ -182,8 +181,6 @@ class HolderService:
                 self.circuits[circ] = ac
             if self._send_info(ac, hash_name, quarter, body):
                 targets.append(ac)
-        if targets:
-            self.announced[hash_name] = quarter
         self._kick()
         return len(targets) >= self.ordbs_per_share
 
@@ -201,7 +198,7 @@ class HolderService:
     def announce_status(self) -> dict[str, object]:
         return {
             "circuits": len(self.circuits),
-            "announced": len(self.announced),
+            "announced": len({hn for c in self.circuits.values() for hn in c.hash_names}),  # at >= 1 ORDB
             "pending": len(self._announcing),
             "retries": self.announce_retries,
             "last_error": self.last_announce_error,

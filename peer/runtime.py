@@ -40,7 +40,7 @@ from peer.proto.node import NodeConfig, OnionNode
 from peer.socks import SocksServer, StreamOpenError
 from peer.topology import Topology, TopologyConfig
 from peer.transport.webrtc import WebRtcConfig
-from peer.wire.cells import Introduce, Introduced, LinkClosing, LinkKeep, decode_message  # noqa: F401  (decode kept for callers)
+from peer.wire.cells import Introduce, Introduced, LinkClosing, LinkKeep
 from peer.wire.commands import CellCommand, RelayCommand
 from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
 from peer.wire.ordb import DbQuery

@@ -108,8 +108,7 @@ class Topology:
             if guard and self.links.count > self.config.max_links:
                 # K always includes our guards (DESIGN §4): a full peer links to a guard first,
                 # then lets one of its other links go
-                keep = self._keep()
-                victims = [n for n in self.links.neighbour_ids() if n not in keep]
+                victims = self._droppable()
                 if victims:
                     self.links.drop(self.rng.choice(victims), "making room for a guard")
 
@@ -117,6 +116,11 @@ class Topology:
         """Links never dropped to rotate or make room: to our guards, and to peers whose guard we
         are (they said so with DB_LINK_KEEP; their circuits start on this link)."""
         return set(self._guards()) | self.links.kept_ids()
+
+    def _droppable(self) -> list[bytes]:
+        """Neighbours we may drop to rotate or make room (not kept by :meth:`_keep`)."""
+        keep = self._keep()
+        return [n for n in self.links.neighbour_ids() if n not in keep]
 
     def _redundant_neighbour(self) -> bytes | None:
         """A non-guard neighbour also linked to another of our neighbours (a triangle edge)."""
@@ -136,10 +140,9 @@ class Topology:
         or, for a peer with fewer than 2 links, drop a neighbour that has links to spare; or, for
         a peer rotating its links, rotate one of ours (at most once per half rotation period, so
         that nobody can churn our neighbours faster than rotation itself does)."""
-        keep = self._keep()
         if purpose == ROTATION and self.config.rotate_every > 0:
             now = self.clock()
-            victims = [n for n in self.links.neighbour_ids() if n not in keep]
+            victims = self._droppable()
             if victims and now - self._last_eviction >= self.config.rotate_every / 2:
                 self._last_eviction = now
                 self.links.drop(self.rng.choice(victims), "rotation: making room for a rotating peer")
@@ -147,10 +150,8 @@ class Topology:
         if degree < 2:
             spare = [
                 n
-                for n in self.links.neighbour_ids()
-                if n not in keep
-                and (r := self.view.get(n)) is not None
-                and len(r.neighbours) >= self.config.max_links
+                for n in self._droppable()
+                if (r := self.view.get(n)) is not None and len(r.neighbours) >= self.config.max_links
             ]
             if spare:
                 self.links.drop(self.rng.choice(spare), "rewiring: making room for a peer with too few links")
@@ -183,8 +184,7 @@ class Topology:
             await self._replace(victim, far, "rewiring: a redundant link gives way to a distant peer")
 
     async def _rotate(self) -> None:
-        keep = self._keep()
-        victims = [n for n in self.links.neighbour_ids() if n not in keep]
+        victims = self._droppable()
         cands = [
             r
             for r in self.view.all()

@@ -8,9 +8,13 @@ Hypothesis profiles: ``ci`` (the default: at least 2,000 examples per decoder te
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from storage.chunkstore import ChunkStore
 
 settings.register_profile(
     "ci", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
@@ -34,3 +38,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("e2e") is not None and item.path.name not in NO_RERUN:
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    """A real SQLite chunk store in the test's temporary directory."""
+    s = await ChunkStore.open(tmp_path / "store.db")
+    yield s
+    await s.close()

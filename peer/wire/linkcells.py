@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
 from peer.errors import UnknownVersion, WireError
-from peer.wire.buffer import Reader, Writer
+from peer.wire.buffer import Reader, Writer, exact
 from peer.wire.commands import CellCommand
 
 __all__ = [
@@ -81,13 +81,7 @@ class RegisterStatus(enum.IntEnum):
 
 def register_message(nonce: bytes, url: str, record: bytes) -> bytes:
     """What DB_REGISTER signs: ``NONCE[32] || URL (ASCII) || RECORD``."""
-    return _exact(nonce, NONCE_LEN, "bridge nonce") + url.encode("ascii") + record
-
-
-def _exact(value: bytes, n: int, what: str) -> bytes:
-    if len(value) != n:
-        raise WireError(f"{what} is {n} bytes, got {len(value)}")
-    return value
+    return exact(nonce, NONCE_LEN, "bridge nonce") + url.encode("ascii") + record
 
 
 def _check_version(version: int, what: str) -> None:
@@ -107,6 +101,29 @@ def _check_reason(reason: bytes) -> str:
     return reason.decode("ascii")
 
 
+def _encode_code_reason(version: int, what: str, code: int, reason: str) -> bytes:
+    """``VERSION[1] CODE[1] LEN[1] REASON`` (printable ASCII): DB_REGISTERED and DB_LINK_CLOSING."""
+    _check_version(version, what)
+    if not 0 <= code <= 0xFF:
+        raise WireError(f"{what} code {code} does not fit in 1 byte")
+    try:
+        raw = reason.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise WireError(f"{what} reason is not ASCII") from exc
+    _check_reason(raw)
+    return Writer().push_u8(version).push_u8(code).push_var8(raw).getvalue()
+
+
+def _decode_code_reason(payload: bytes, what: str) -> tuple[int, int, str]:
+    """(version, code, reason) of a ``VERSION[1] CODE[1] LEN[1] REASON`` body."""
+    r = Reader(payload)
+    version = _pull_version(r, what)
+    code = r.pull_u8()
+    reason = _check_reason(r.pull_var8())
+    r.expect_end(what)
+    return version, code, reason
+
+
 @dataclass(frozen=True, slots=True)
 class FindPeer:
     """DB_FIND_PEER (200): ask a bridge or neighbour for peers close to ``target`` (a NodeID)."""
@@ -117,7 +134,7 @@ class FindPeer:
 
     def encode_payload(self) -> bytes:
         _check_version(self.version, "DB_FIND_PEER")
-        return bytes((self.version,)) + _exact(self.target, NODE_ID_LEN, "DB_FIND_PEER target")
+        return bytes((self.version,)) + exact(self.target, NODE_ID_LEN, "DB_FIND_PEER target")
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
@@ -165,7 +182,7 @@ class Introduce:
 
     def encode_payload(self) -> bytes:
         _check_version(self.version, "DB_INTRODUCE")
-        w = Writer().push_u8(self.version).push_bytes(_exact(self.target, NODE_ID_LEN, "DB_INTRODUCE target"))
+        w = Writer().push_u8(self.version).push_bytes(exact(self.target, NODE_ID_LEN, "DB_INTRODUCE target"))
         return w.push_var16(self.blob).getvalue()
 
     @classmethod
@@ -189,11 +206,7 @@ class Introduced:
 
     def encode_payload(self) -> bytes:
         _check_version(self.version, "DB_INTRODUCED")
-        w = (
-            Writer()
-            .push_u8(self.version)
-            .push_bytes(_exact(self.source, NODE_ID_LEN, "DB_INTRODUCED source"))
-        )
+        w = Writer().push_u8(self.version).push_bytes(exact(self.source, NODE_ID_LEN, "DB_INTRODUCED source"))
         return w.push_var16(self.blob).getvalue()
 
     @classmethod
@@ -216,7 +229,7 @@ class Hello:
 
     def encode_payload(self) -> bytes:
         _check_version(self.version, "DB_HELLO")
-        return bytes((self.version,)) + _exact(self.nonce, NONCE_LEN, "DB_HELLO nonce")
+        return bytes((self.version,)) + exact(self.nonce, NONCE_LEN, "DB_HELLO nonce")
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
@@ -239,7 +252,7 @@ class Register:
     def encode_payload(self) -> bytes:
         _check_version(self.version, "DB_REGISTER")
         w = Writer().push_u8(self.version).push_var16(self.record)
-        return w.push_bytes(_exact(self.signature, SIGNATURE_LEN, "DB_REGISTER signature")).getvalue()
+        return w.push_bytes(exact(self.signature, SIGNATURE_LEN, "DB_REGISTER signature")).getvalue()
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
@@ -269,23 +282,11 @@ class Registered:
         return self.status == RegisterStatus.OK
 
     def encode_payload(self) -> bytes:
-        _check_version(self.version, "DB_REGISTERED")
-        if not 0 <= self.status <= 0xFF:
-            raise WireError(f"DB_REGISTERED status {self.status} does not fit in 1 byte")
-        try:
-            reason = self.reason.encode("ascii")
-        except UnicodeEncodeError as exc:
-            raise WireError("DB_REGISTERED reason is not ASCII") from exc
-        _check_reason(reason)
-        return Writer().push_u8(self.version).push_u8(self.status).push_var8(reason).getvalue()
+        return _encode_code_reason(self.version, "DB_REGISTERED", self.status, self.reason)
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
-        r = Reader(payload)
-        version = _pull_version(r, "DB_REGISTERED")
-        status = r.pull_u8()
-        reason = _check_reason(r.pull_var8())
-        r.expect_end("DB_REGISTERED")
+        version, status, reason = _decode_code_reason(payload, "DB_REGISTERED")
         return cls(status, reason, version=version)
 
 
@@ -307,23 +308,11 @@ class LinkClosing:
     version: int = field(default=PRIVATE_CELL_VERSION, kw_only=True)
 
     def encode_payload(self) -> bytes:
-        _check_version(self.version, "DB_LINK_CLOSING")
-        if not 0 <= self.code <= 0xFF:
-            raise WireError(f"DB_LINK_CLOSING code {self.code} does not fit in 1 byte")
-        try:
-            reason = self.reason.encode("ascii")
-        except UnicodeEncodeError as exc:
-            raise WireError("DB_LINK_CLOSING reason is not ASCII") from exc
-        _check_reason(reason)
-        return Writer().push_u8(self.version).push_u8(self.code).push_var8(reason).getvalue()
+        return _encode_code_reason(self.version, "DB_LINK_CLOSING", self.code, self.reason)
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> Self:
-        r = Reader(payload)
-        version = _pull_version(r, "DB_LINK_CLOSING")
-        code = r.pull_u8()
-        reason = _check_reason(r.pull_var8())
-        r.expect_end("DB_LINK_CLOSING")
+        version, code, reason = _decode_code_reason(payload, "DB_LINK_CLOSING")
         return cls(code, reason, version=version)
 
 

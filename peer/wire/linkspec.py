@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from peer.errors import WireError
-from peer.wire.buffer import Reader, Writer
+from peer.wire.buffer import Reader, Writer, exact
 from peer.wire.commands import LinkSpecType
 
 __all__ = [
@@ -46,12 +46,6 @@ def _port(port: int) -> bytes:
     return port.to_bytes(2, "big")
 
 
-def _exact(value: bytes, n: int, what: str) -> bytes:
-    if len(value) != n:
-        raise WireError(f"{what} is {n} bytes, got {len(value)}")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class LinkSpecIPv4:
     """Type 00: IPv4 address and port of the next hop."""
@@ -61,11 +55,11 @@ class LinkSpecIPv4:
     port: int
 
     def encode_data(self) -> bytes:
-        return _exact(self.address, 4, "IPv4 link specifier address") + _port(self.port)
+        return exact(self.address, 4, "IPv4 link specifier address") + _port(self.port)
 
     @classmethod
     def decode_data(cls, data: bytes) -> LinkSpecIPv4:
-        _exact(data, 6, "IPv4 link specifier")
+        exact(data, 6, "IPv4 link specifier")
         return cls(data[:4], int.from_bytes(data[4:], "big"))
 
 
@@ -78,11 +72,11 @@ class LinkSpecIPv6:
     port: int
 
     def encode_data(self) -> bytes:
-        return _exact(self.address, 16, "IPv6 link specifier address") + _port(self.port)
+        return exact(self.address, 16, "IPv6 link specifier address") + _port(self.port)
 
     @classmethod
     def decode_data(cls, data: bytes) -> LinkSpecIPv6:
-        _exact(data, 18, "IPv6 link specifier")
+        exact(data, 18, "IPv6 link specifier")
         return cls(data[:16], int.from_bytes(data[16:], "big"))
 
 
@@ -94,11 +88,11 @@ class LinkSpecLegacyId:
     rsa_id: bytes
 
     def encode_data(self) -> bytes:
-        return _exact(self.rsa_id, 20, "legacy identity link specifier")
+        return exact(self.rsa_id, 20, "legacy identity link specifier")
 
     @classmethod
     def decode_data(cls, data: bytes) -> LinkSpecLegacyId:
-        return cls(_exact(data, 20, "legacy identity link specifier"))
+        return cls(exact(data, 20, "legacy identity link specifier"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +103,11 @@ class LinkSpecEd25519:
     key: bytes
 
     def encode_data(self) -> bytes:
-        return _exact(self.key, 32, "Ed25519 identity link specifier")
+        return exact(self.key, 32, "Ed25519 identity link specifier")
 
     @classmethod
     def decode_data(cls, data: bytes) -> LinkSpecEd25519:
-        return cls(_exact(data, 32, "Ed25519 identity link specifier"))
+        return cls(exact(data, 32, "Ed25519 identity link specifier"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +118,11 @@ class LinkSpecPeerNodeId:
     node_id: bytes
 
     def encode_data(self) -> bytes:
-        return _exact(self.node_id, 20, "peer NodeID link specifier")
+        return exact(self.node_id, 20, "peer NodeID link specifier")
 
     @classmethod
     def decode_data(cls, data: bytes) -> LinkSpecPeerNodeId:
-        return cls(_exact(data, 20, "peer NodeID link specifier"))
+        return cls(exact(data, 20, "peer NodeID link specifier"))
 
 
 @dataclass(frozen=True, slots=True)

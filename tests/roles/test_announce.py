@@ -35,13 +35,6 @@ async def swarm() -> AsyncIterator[Swarm]:
     await s.close()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
-    st = await ChunkStore.open(tmp_path / "store.db")
-    yield st
-    await st.close()
-
-
 async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
@@ -90,17 +83,23 @@ class Roles:
         return circ, self.swarm.peers[3].keys.node_id
 
 
-async def share(store: ChunkStore, tmp_path: Path) -> bytes:
-    f = tmp_path / "file.bin"
-    f.write_bytes(os.urandom(300_000))
+async def share(store: ChunkStore, tmp_path: Path, name: str = "file.bin", size: int = 300_000) -> bytes:
+    f = tmp_path / name
+    f.write_bytes(os.urandom(size))
     return (await store.import_file(f, encrypt=False, randbytes=os.urandom)).hash_name
+
+
+async def announced(roles: Roles, store: ChunkStore, tmp_path: Path) -> bytes:
+    """Share a file from peer 0 and wait until the ORDB indexes it."""
+    hn = await share(store, tmp_path)
+    roles.holder.announce_soon(hn)
+    await until(lambda: hn in roles.ordb.holders)
+    return hn
 
 
 async def test_a_failed_announcement_is_tried_again(swarm: Swarm, store: ChunkStore, tmp_path: Path) -> None:
     roles = Roles(swarm, store, failures=3)
-    hn = await share(store, tmp_path)
-    roles.holder.announce_soon(hn)
-    await until(lambda: hn in roles.ordb.holders)
+    await announced(roles, store, tmp_path)
     assert roles.builds == 4
     assert roles.holder.announce_retries == 3
     status = roles.holder.announce_status()
@@ -115,9 +114,7 @@ def status_pending(h: HolderService) -> object:
 
 async def test_a_closed_announce_circuit_is_replaced(swarm: Swarm, store: ChunkStore, tmp_path: Path) -> None:
     roles = Roles(swarm, store, failures=0)
-    hn = await share(store, tmp_path)
-    roles.holder.announce_soon(hn)
-    await until(lambda: hn in roles.ordb.holders)
+    hn = await announced(roles, store, tmp_path)
     (first,) = roles.holder.circuits
     (old,) = roles.ordb.holders[hn]
     swarm.peers[0].driver.destroy_circuit(first)
@@ -135,9 +132,7 @@ async def test_a_restarted_holder_announces_what_it_seeds(
 ) -> None:
     roles = Roles(swarm, store, failures=0)
     hn = await share(store, tmp_path)
-    f2 = tmp_path / "quiet.bin"
-    f2.write_bytes(os.urandom(1000))
-    quiet = (await store.import_file(f2, encrypt=False, randbytes=os.urandom)).hash_name
+    quiet = await share(store, tmp_path, "quiet.bin", 1000)
     await store.set_seeding(quiet, False)  # opted out: must stay unannounced
     assert await roles.holder.announce_held() == 1
     await until(lambda: hn in roles.ordb.holders)
@@ -170,9 +165,7 @@ async def test_an_ordb_that_became_a_neighbour_is_replaced(
     swarm: Swarm, store: ChunkStore, tmp_path: Path
 ) -> None:
     roles = Roles(swarm, store, failures=0)
-    hn = await share(store, tmp_path)
-    roles.holder.announce_soon(hn)
-    await until(lambda: hn in roles.ordb.holders)
+    hn = await announced(roles, store, tmp_path)
     (first,) = roles.holder.circuits
     assert roles.holder.retire_ordbs({swarm.peers[2].keys.node_id}) == 0  # a middle hop: kept
     assert roles.holder.retire_ordbs({swarm.peers[3].keys.node_id}) == 1
@@ -188,11 +181,7 @@ async def test_many_shares_at_once_are_each_announced_then_topped_up(
 ) -> None:
     roles = Roles(swarm, store, failures=0)
     roles.holder.ordbs_per_share = 2
-    names = []
-    for i in range(6):
-        f = tmp_path / f"many{i}.bin"
-        f.write_bytes(os.urandom(20_000))
-        names.append((await store.import_file(f, encrypt=False, randbytes=os.urandom)).hash_name)
+    names = [await share(store, tmp_path, f"many{i}.bin", 20_000) for i in range(6)]
     for hn in names:
         roles.holder.announce_soon(hn)
     await until(lambda: all(hn in roles.ordb.holders for hn in names))

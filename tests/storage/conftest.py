@@ -29,13 +29,6 @@ def rand() -> Callable[[int], bytes]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
-    s = await ChunkStore.open(tmp_path / "store.db")
-    yield s
-    await s.close()
-
-
-@pytest.fixture
 async def peer_store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
     s = await ChunkStore.open(tmp_path / "peer.db")
     yield s
