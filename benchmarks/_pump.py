@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from peer.peerlink import PeerKeys, handshake_for
+from peer.net.handshake import PeerKeys, handshake_for
 from peer.proto.circuit import HopSpec
 from peer.proto.exitpolicy import ExitPolicy
 from peer.proto.node import NodeConfig, OnionNode

@@ -11,7 +11,7 @@ Measures in one run, on loopback:
 * a 3-hop circuit (OP, two relays, an exit to a TCP sink on 127.0.0.1; peers on
   127.11-14.0.1), one stream moving 20 MB (5 MB with ``--quick``) one way, with links over
   WebRTC, over TLS and in memory ("direct"); each peer is a full OnionNode + NodeDriver
-  with the peer link handshake, as in ``peer/swarm.py``;
+  with the peer link handshake, as in ``peer/testing/swarm.py``;
 
 and prints each throughput with its ratio to the raw reference.  By default the
 receiving end of the raw tests runs in a child process, and each circuit peer runs in its
@@ -41,8 +41,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from peer.driver import NodeDriver, OnionStream
-from peer.peerlink import PeerKeys, peer_handshake
+from peer.net.driver import NodeDriver, OnionStream
+from peer.net.handshake import PeerKeys, peer_handshake
 from peer.proto.channel import HandshakeConfig
 from peer.proto.circuit import HopSpec
 from peer.proto.exitpolicy import ExitPolicy
@@ -247,7 +247,7 @@ async def run(quick: bool, inprocess: bool) -> Results:
 
 # -- 3-hop circuits: OP -> relay -> relay -> exit -> TCP sink ----------------------------------------
 #
-# Each peer is a full OnionNode + NodeDriver (as in peer/swarm.py).  Peers live in worker
+# Each peer is a full OnionNode + NodeDriver (as in peer/testing/swarm.py).  Peers live in worker
 # processes, one per peer by default (so that the two cores work as in a deployment), all in
 # one worker with --inprocess; "direct" (in-memory links) always keeps its four peers in one
 # worker, since memory links cannot cross processes.  The parent only signals (offers,

@@ -6,7 +6,7 @@ One run measures, on loopback:
   receiving end in a child process, flow control on ``bufferedAmount`` only), measured right
   before each anonymous round while the testnet idles, so that both see the same machine load
   (other work on a shared machine moves it a lot);
-* **end-to-end anonymous throughput**: a testnet (``peer.testnet``, 8 peers with 3 links each
+* **end-to-end anonymous throughput**: a testnet (``peer.app.testnet``, 8 peers with 3 links each
   by default) in a temporary directory; a holder shares one fresh random file per round
   through its local API, another peer gets it with the link (``POST /api/downloads``), and the
   file is checked (SHA-256).  MB/s is the file size over the wall time from the POST to the
@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.links import RAW, make_process_transfer, sink_main
-from peer.apiclient import ApiClient
+from peer.app.apiclient import ApiClient
+from peer.app.testnet import NetSpec, launch_testnet, stop_testnet
 from peer.errors import PeerError
-from peer.testnet import NetSpec, launch_testnet, stop_testnet
 
 MB = 1_000_000
 QUICK_BUDGET = 50.0  # seconds of --quick before its get is cut short (60 s in all, teardown included)

@@ -2,10 +2,10 @@
 and the SQLite chunk store.  Byte layouts: docs/formats.md; store design: docs/storage.md."""
 
 from storage.chunkstore import ChunkStore
-from storage.links import ShareLink
 from storage.live import LivePiece, LiveWindow
 from storage.manifest import Flags, Manifest, live_hash_name, parse_manifest, sign_manifest
 from storage.merkle import MerkleProof, MerkleTree, leaf_hash
+from storage.sharelink import ShareLink
 from storage.types import (
     Bitfield,
     ByteRange,

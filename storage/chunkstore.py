@@ -42,9 +42,9 @@ from storage.errors import (
     ShareNotFound,
     StoreWriteError,
 )
-from storage.links import ShareLink
 from storage.manifest import DEFAULT_PIECE_SIZE, Manifest, parse_manifest
 from storage.merkle import MerkleProof
+from storage.sharelink import ShareLink
 from storage.types import (
     Bitfield,
     ByteRange,

@@ -27,7 +27,6 @@ from peer.errors import UsageError
 from storage import schema
 from storage.encryption import Metadata, PieceCipher, encrypt_metadata
 from storage.errors import SourceChanged
-from storage.links import ShareLink
 from storage.manifest import (
     MAX_PIECE_SIZE,
     MIN_PIECE_SIZE,
@@ -39,6 +38,7 @@ from storage.manifest import (
 )
 from storage.merkle import HASH_LEN, MAX_PIECES, MerkleTree, leaf_hash
 from storage.names import truncate_utf8
+from storage.sharelink import ShareLink
 from storage.types import DownloadState, ImportResult, Origin
 
 if TYPE_CHECKING:

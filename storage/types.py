@@ -6,8 +6,8 @@ import enum
 from dataclasses import dataclass
 
 from peer.errors import UsageError
-from storage.links import ShareLink
 from storage.manifest import Manifest
+from storage.sharelink import ShareLink
 
 
 class DownloadState(enum.IntEnum):

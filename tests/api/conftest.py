@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.api import ApiServer, json_body, sse_response
 from peer.errors import PeerError
 from tests.api.rawhttp import RawResponse, raw_request
+from webui.server import ApiServer, json_body, sse_response
 
 #: A fixed token so tests can build wrong ones next to it (the server never sees anything else).
 TOKEN = "T" * 20 + "0123456789abcdefghijklm"

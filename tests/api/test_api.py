@@ -1,4 +1,4 @@
-"""The local API's guard (peer/api.py; anchors-reliability W2, W3, W4, W7) and server lifecycle."""
+"""The local API's guard (webui/server.py; anchors-reliability W2, W3, W4, W7) and server lifecycle."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import socket
 import pytest
 from aiohttp import web
 
-import peer.api
+import webui.server
 from peer import __version__
-from peer.api import ApiServer, allowed_hosts, new_token
 from peer.errors import UsageError
 from tests.api.conftest import TOKEN, Api
 from tests.api.rawhttp import RawResponse, raw_request
+from webui.server import ApiServer, allowed_hosts, new_token
 
 
 def refused_hosts(port: int) -> list[str]:
@@ -299,13 +299,13 @@ async def test_w4_token_in_the_query_is_not_accepted(api: Api) -> None:
 
 async def test_w4_token_compared_in_constant_time(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     compared: list[tuple[bytes, bytes]] = []
-    real = peer.api.hmac.compare_digest
+    real = webui.server.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(peer.api.hmac, "compare_digest", spy)
+    monkeypatch.setattr(webui.server.hmac, "compare_digest", spy)
     assert (await api.get("/api/status")).status == 200
     wrong = [("Host", api.host()), ("X-Peersm-Token", "nope")]
     assert (await api.request("GET", "/api/status", wrong)).status == 401
@@ -350,11 +350,11 @@ async def test_w4_malformed_requests_do_not_log_the_token(api: Api, caplog: pyte
         headers = [("Host", api.host()), ("Authorization", f"Bearer {TOKEN}{bad}")]
         r = await api.request("GET", "/api/status", headers)
         assert r.status == 400  # aiohttp's parser; its message quotes the line back to the sender only
-    assert any(rec.name == "peer.api.http" for rec in caplog.records)
+    assert any(rec.name == "webui.server.http" for rec in caplog.records)
     assert all(
         rec.levelno == logging.DEBUG and rec.exc_info is None
         for rec in caplog.records
-        if rec.name == "peer.api.http"
+        if rec.name == "webui.server.http"
     )
     assert TOKEN not in caplog.text
     assert api.counter.count == 0
@@ -377,7 +377,7 @@ def test_w4_generated_tokens_are_256_bit_base64url() -> None:
 
 # -- W7: security headers ------------------------------------------------------------------------------
 
-#: Written out here (not taken from peer.api) so that dropping one from the server fails the test.
+#: Written out here (not taken from webui.server) so that dropping one from the server fails the test.
 EXPECTED_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
@@ -442,7 +442,7 @@ async def test_json_body_and_error_mapping(api: Api) -> None:
         r = await api.request("POST", "/api/test/echo", [*api.good_headers(), json_ct], bad)
         assert r.status == 400 and message in r.json()["error"]
     r = await api.request(
-        "POST", "/api/test/echo", [*api.good_headers(), json_ct], b"1" * (peer.api.MAX_BODY + 1)
+        "POST", "/api/test/echo", [*api.good_headers(), json_ct], b"1" * (webui.server.MAX_BODY + 1)
     )
     assert r.status == 413
     r = await api.get("/api/test/refuse")
@@ -482,7 +482,7 @@ async def test_refuses_non_loopback_before_binding(host: str, monkeypatch: pytes
     def no_bind(*args: object, **kwargs: object) -> None:
         raise AssertionError("TCPSite must not be built for a non-loopback host")
 
-    monkeypatch.setattr(peer.api.web, "TCPSite", no_bind)
+    monkeypatch.setattr(webui.server.web, "TCPSite", no_bind)
     server = ApiServer()
     with pytest.raises(UsageError):
         await server.start(host, 0)

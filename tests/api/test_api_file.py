@@ -1,4 +1,4 @@
-"""DIR/api.json (peer.api.write_api_json / read_api_json / remove_api_json): mode 0600, atomic, clear errors."""
+"""DIR/api.json (webui.server.write_api_json / read_api_json / remove_api_json): mode 0600, atomic, clear errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import peer.api
-from peer.api import ApiFileError, ApiInfo, PeerNotRunning, read_api_json, remove_api_json, write_api_json
+import webui.server
 from tests.api.conftest import TOKEN
+from webui.server import ApiFileError, ApiInfo, PeerNotRunning, read_api_json, remove_api_json, write_api_json
 
 URL = "http://127.0.0.1:45678"
 
@@ -49,7 +49,7 @@ def test_w4_file_is_private_from_creation(tmp_path: Path, monkeypatch: pytest.Mo
         opened.append((str(path), flags, mode))
         return real_open(path, flags, mode)
 
-    monkeypatch.setattr(peer.api.os, "open", spy)
+    monkeypatch.setattr(webui.server.os, "open", spy)
     write_api_json(tmp_path, URL, TOKEN)
     creates = [o for o in opened if o[1] & os.O_CREAT]
     assert len(creates) == 1

@@ -1,4 +1,4 @@
-"""Server-sent events (peer.api.sse_response): framing, end and error events, keep-alives, cleanup."""
+"""Server-sent events (webui.server.sse_response): framing, end and error events, keep-alives, cleanup."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from peer.api import ApiServer, sse_response
 from tests.api.conftest import TOKEN, Api
+from webui.server import ApiServer, sse_response
 
 #: Safety net against a hang (not a speed assertion).
 WAIT = 20.0

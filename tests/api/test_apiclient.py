@@ -1,4 +1,4 @@
-"""peer.apiclient.ApiClient against a real ApiServer on 127.0.0.1 (the CLI's side of DESIGN §10)."""
+"""peer.app.apiclient.ApiClient against a real ApiServer on 127.0.0.1 (the CLI's side of DESIGN §10)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from peer import __version__
-from peer.api import ApiFileError, PeerNotRunning, write_api_json
-from peer.apiclient import ApiClient, ApiError
+from peer.app.apiclient import ApiClient, ApiError
 from tests.api.conftest import TOKEN, Api
+from webui.server import ApiFileError, PeerNotRunning, write_api_json
 
 
 def client_for(api: Api, tmp_path: Path, token: str = TOKEN) -> ApiClient:
@@ -147,7 +147,7 @@ async def test_stream_cut_before_its_end_is_an_error(tmp_path: Path) -> None:
 
 
 async def test_ipv6_loopback(tmp_path: Path) -> None:
-    from peer.api import ApiServer
+    from webui.server import ApiServer
 
     server = ApiServer()
     await server.start("::1", 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from peer.sharecli import _bar
+from peer.app.share import _bar
 
 
 def test_the_line_names_the_wait_then_shows_progress() -> None:

@@ -3,7 +3,7 @@ we index as an ORDB, and why a share is not announced yet."""
 
 from __future__ import annotations
 
-from peer.up import format_status
+from peer.app.up import format_status
 
 
 def test_status_lines_say_what_is_shared_and_why_not_yet() -> None:

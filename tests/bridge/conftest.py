@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from peer.bridge import Bridge
+from peer.roles.bridge import Bridge
 
 from .helpers import NOW
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from dht.records import PeerRecord, Route
 from peer.errors import LinkClosed
-from peer.peerlink import PeerKeys
+from peer.net.handshake import PeerKeys
 from peer.transport.websocket import WebSocketLink, connect_websocket
 from peer.wire.cells import decode_message, encode_message, pull_cell
 from peer.wire.linkcells import (

@@ -1,4 +1,4 @@
-"""The bridge server (peer/bridge.py) over a real WebSocket on 127.0.0.1: registration,
+"""The bridge server (peer/roles/bridge.py) over a real WebSocket on 127.0.0.1: registration,
 DB_FIND_PEER, blind relay of sealed blobs, the recorder, limits (DESIGN §4, §11)."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 
 from dht.keys import distance
 from dht.records import ProviderRecord, Route
-from peer.bridge import Bridge, BridgeLimits, TokenBucket, parse_listen
-from peer.bridgeclient import BridgeClient, BridgeError, open_introduction
 from peer.crypto.seal import SealError, SealKind, seal
 from peer.errors import UsageError
+from peer.net.bridgeclient import BridgeClient, BridgeError, open_introduction
+from peer.roles.bridge import Bridge, BridgeLimits, TokenBucket, parse_listen
 from peer.wire.cells import Cell
 from peer.wire.linkcells import (
     FindPeer,
@@ -515,7 +515,7 @@ def test_parse_listen() -> None:
 
 @pytest.fixture
 async def bridge_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    code = "import asyncio, sys; from peer.bridge import run_bridge; sys.exit(asyncio.run(run_bridge('127.0.0.1:0')))"
+    code = "import asyncio, sys; from peer.roles.bridge import run_bridge; sys.exit(asyncio.run(run_bridge('127.0.0.1:0')))"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ)
     )

@@ -1,4 +1,4 @@
-"""The bridge client (peer/bridgeclient.py): record validation, re-registration, delivery,
+"""The bridge client (peer/net/bridgeclient.py): record validation, re-registration, delivery,
 and what it does when the bridge misbehaves."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import socket
 import pytest
 
 from dht.records import ProviderRecord, Route
-from peer.bridge import Bridge
-from peer.bridgeclient import BridgeClient, BridgeError, open_introduction
 from peer.crypto.seal import SealError, SealKind, seal
 from peer.errors import UsageError
+from peer.net.bridgeclient import BridgeClient, BridgeError, open_introduction
+from peer.roles.bridge import Bridge
 from peer.wire.linkcells import FindPeer, Introduce
 
 from .helpers import NOW, BridgePeer, make_peer, make_record

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from peer.anonymity import Views
-from peer.apiclient import ApiClient
-from peer.testnet import NetSpec, launch_testnet, stop_testnet
+from peer.app.apiclient import ApiClient
+from peer.app.testnet import NetSpec, launch_testnet, stop_testnet
+from peer.testing.anonymity import Views
 
 pytestmark = pytest.mark.e2e
 HOLDER, REQUESTER, UNSAFE = 1, 6, 4

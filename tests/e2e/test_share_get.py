@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from peer.apiclient import ApiClient
-from peer.testnet import NetSpec, launch_testnet, respawn, stop_testnet
+from peer.app.apiclient import ApiClient
+from peer.app.testnet import NetSpec, launch_testnet, respawn, stop_testnet
 from storage.chunkstore import ChunkStore
 
 pytestmark = pytest.mark.e2e
@@ -174,7 +174,7 @@ def test_requester_killed_and_resumed(net: dict[str, Any], tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "peer.cli",
+            "peer.app.cli",
             "get",
             link,
             "-o",

@@ -1,7 +1,7 @@
 """Many peer identities in one process: the far ends of a memory test's links (issue 4 "Memory").
 
 ``python -m tests.links.hosts --bridge URL --count 10 --base 127.101.0.1 --data DIR``
-starts ``count`` full :class:`peer.runtime.Peer` runtimes in one event loop, each on its
+starts ``count`` full :class:`peer.node.Peer` runtimes in one event loop, each on its
 own address (``base``, then the next /16: 127.101.0.1, 127.102.0.1, ... so that the /16
 rule of DESIGN §5 holds), each registered with the bridge, each with ``--max-links``
 links at most (default 1).  Hosted peers never open links themselves (their link
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from dht.records import PeerRecord
 from peer.errors import PeerError
+from peer.node import Peer, PeerConfig
 from peer.proto.exitpolicy import ExitPolicy
-from peer.runtime import Peer, PeerConfig
 
 CHUNK = 64 * 1024
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import pytest
 
-from peer.apiclient import ApiClient
-from peer.driver import NodeDriver
+from peer.app.apiclient import ApiClient
 from peer.errors import PeerError
-from peer.peerlink import PeerKeys, peer_handshake
+from peer.net.driver import NodeDriver
+from peer.net.handshake import PeerKeys, peer_handshake
 from peer.proto.channel import LivenessConfig
 from peer.proto.circuit import SEND_HIGH_WATER, STREAMWINDOW_START, HopSpec, OriginCircuit
 from peer.proto.exitpolicy import ExitPolicy
@@ -144,7 +144,9 @@ def wait_links(data: Path, want: int, timeout: float) -> dict[str, Any]:
 
 
 def test_peer_with_50_links_stays_under_120_mib(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
-    bridge = spawn(procs, ["-m", "peer.cli", "bridge", "--listen", "127.0.0.1:0"], tmp_path / "bridge.log")
+    bridge = spawn(
+        procs, ["-m", "peer.app.cli", "bridge", "--listen", "127.0.0.1:0"], tmp_path / "bridge.log"
+    )
     url = first_line(bridge, "the bridge", 30)
     hosts = []
     for i in range(HOST_PROCS):
@@ -174,7 +176,7 @@ def test_peer_with_50_links_stays_under_120_mib(tmp_path: Path, procs: list[subp
         procs,
         [
             "-m",
-            "peer.cli",
+            "peer.app.cli",
             "up",
             "--links",
             str(LINKS),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from peer.bridge import Bridge
 from peer.errors import PathError
-from peer.runtime import Peer, PeerConfig
+from peer.node import Peer, PeerConfig
+from peer.roles.bridge import Bridge
 from peer.wire.cells import Introduce
 from tests.links.support import Seen, wait_for
 

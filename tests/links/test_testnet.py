@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from peer.apiclient import ApiClient
-from peer.testnet import NetSpec, launch_testnet, stop_testnet
+from peer.app.apiclient import ApiClient
+from peer.app.testnet import NetSpec, launch_testnet, stop_testnet
 
 pytestmark = pytest.mark.e2e
 CURL = shutil.which("curl")
@@ -189,7 +189,7 @@ def test_peersm_up_tls_processes_link_over_tls(tmp_path: Path) -> None:
         out = ""
         for _ in range(100):
             r = subprocess.run(
-                [sys.executable, "-m", "peer.cli", "status", "--data", str(data)],
+                [sys.executable, "-m", "peer.app.cli", "status", "--data", str(data)],
                 capture_output=True,
                 text=True,
                 timeout=60,

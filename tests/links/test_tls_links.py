@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from dht.records import Route
-from peer.bridge import Bridge
 from peer.errors import LinkClosed
-from peer.linkmanager import LinkRefused
+from peer.net.neighbours import LinkRefused
+from peer.node import Peer, PeerConfig
 from peer.proto.exitpolicy import ExitPolicy
-from peer.runtime import Peer, PeerConfig
+from peer.roles.bridge import Bridge
 from peer.transport.tls import TlsLink, connect_tls, serve_tls
 from tests.links.hosts import PassivePeer
 from tests.links.support import Seen, wait_for

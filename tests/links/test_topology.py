@@ -1,4 +1,4 @@
-"""Topology decisions (peer/topology.py) with a fake link manager and view: fast and exact.
+"""Topology decisions (peer/net/topology.py) with a fake link manager and view: fast and exact.
 
 The real thing runs over WebRTC and TLS in test_runtime.py, test_tls_links.py and the testnet
 tests; here the clock is injected, so rate limits and periods are checked exactly.
@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from peer.linkmanager import LinkManager, LinkRefused
-from peer.peerview import PeerView
-from peer.topology import ROTATION, Topology, TopologyConfig
+from peer.net.neighbours import LinkManager, LinkRefused
+from peer.net.peerview import PeerView
+from peer.net.topology import ROTATION, Topology, TopologyConfig
 
 
 @dataclass

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from peer.peerlink import PeerKeys, handshake_for
+from peer.net.handshake import PeerKeys, handshake_for
 from peer.proto import events as ev
 from peer.proto.channel import LivenessConfig
 from peer.proto.circuit import HopSpec

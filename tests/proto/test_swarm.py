@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from peer.driver import CircuitError, StreamError
+from peer.net.driver import CircuitError, StreamError
 from peer.proto.circuit import CIRCWINDOW_START, OriginCircuit, RelayCircuit
 from peer.proto.exitpolicy import ExitPolicy
-from peer.swarm import Swarm
+from peer.testing.swarm import Swarm
 from peer.wire.commands import RelayCommand
 from peer.wire.relay import Sendme
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from peer import holder as holder_mod
-from peer import ordb as ordb_mod
 from peer.errors import PathError
-from peer.holder import HolderService
-from peer.ordb import OrdbService
 from peer.proto import events as ev
-from peer.swarm import Swarm
+from peer.roles import holder as holder_mod
+from peer.roles import ordb as ordb_mod
+from peer.roles.holder import HolderService
+from peer.roles.ordb import OrdbService
+from peer.testing.swarm import Swarm
 from storage.chunkstore import ChunkStore
 
 

@@ -1,4 +1,4 @@
-"""Share links (storage/links.py, docs/formats.md §1)."""
+"""Share links (storage/sharelink.py, docs/formats.md §1)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from peer.errors import UnknownVersion, WireError
 from storage.errors import LinkError
-from storage.links import ShareLink, b64url_decode, b64url_encode, hash_name_from_text
+from storage.sharelink import ShareLink, b64url_decode, b64url_encode, hash_name_from_text
 
 H = bytes(range(32))
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.errors import WireError
-from peer.socks import (
+from peer.net.socks import (
     ATYP_DOMAIN,
     ATYP_IPV4,
     ATYP_IPV6,

@@ -2,8 +2,8 @@
 through a 3-hop circuit of distinct relays from the validated consensus; ``peersm tor socks``
 serves curl; a relay whose CERTS do not match its consensus identity is refused at link level.
 
-The subprocesses run the ``peersm`` parser (``peer.cli.build_parser``) and the tor command
-(``peer.tor.cli.cmd_tor``); :func:`test_peersm_dispatches_tor` checks the two are joined."""
+The subprocesses run the ``peersm`` parser (``peer.app.cli.build_parser``) and the tor command
+(``peer.app.tor.cmd_tor``); :func:`test_peersm_dispatches_tor` checks the two are joined."""
 
 from __future__ import annotations
 
@@ -20,18 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from peer.driver import CircuitError
-from peer.tor.client import TorClient, read_http_response
-from peer.tor.directory import AuthoritySpec, DirectoryClient, NetworkDirectory
-from peer.tor.guards import GuardSet
-from peer.tor.path import check_path
+from peer.net.driver import CircuitError
+from peer.net.tor.client import TorClient, read_http_response
+from peer.net.tor.directory import AuthoritySpec, DirectoryClient, NetworkDirectory
+from peer.net.tor.guards import GuardSet
+from peer.net.tor.path import check_path
 from tests.tornet import TorNet
 
 pytestmark = pytest.mark.e2e
 BODY = os.urandom(16 * 1024 * 1024)
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TOR = (
-    "import sys; from peer.cli import build_parser; from peer.tor.cli import cmd_tor; "
+    "import sys; from peer.app.cli import build_parser; from peer.app.tor import cmd_tor; "
     "sys.exit(cmd_tor(build_parser().parse_args(sys.argv[1:])))"
 )
 
@@ -68,10 +68,10 @@ async def directory_of(net: TorNet) -> NetworkDirectory:
 
 
 def test_peersm_dispatches_tor() -> None:
-    from peer.cli import build_parser
+    from peer.app.cli import build_parser
 
     args = build_parser().parse_args(["tor", "get", "http://127.0.0.1/"])
-    assert "not built" not in repr(args.run), "peer/cli.py still maps 'tor' to _not_built: use _cmd_tor"
+    assert "not built" not in repr(args.run), "peer/app/cli.py still maps 'tor' to _not_built: use _cmd_tor"
 
 
 async def test_tor_get_16mib(tornet: TorNet, web: int, tmp_path: Path) -> None:

@@ -1,0 +1,345 @@
+"""The holder role (DESIGN §6): announce what we hold to our ORDBs, serve pieces with proofs.
+
+A holder announces through its own circuits (at least 2 hops before each ORDB), a few
+hash_names per circuit, after a random delay, with the piece ranges it holds (announced at
+25, 50, 75 and 100 %).  When an ORDB passes a query down an announce stream, the holder
+opens a new stream of its own on that circuit (only OPs open streams), starting with
+DB_CONNECTED and the query's transaction id, then the delivery in DB_DATA and DB_END.
+It never links directly to a requester: it does not know who that is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from peer.errors import PeerError
+from peer.net.tasks import Background
+from peer.proto import events as ev
+from peer.proto.node import OnionNode
+from peer.wire.commands import RelayCommand
+from peer.wire.ordb import (
+    DbConnected,
+    DbEnd,
+    DbEndReason,
+    DbInfo,
+    DbQuery,
+    DeliveryKind,
+    InfoEntry,
+    PieceFrame,
+    PieceRange,
+)
+from storage.chunkstore import ChunkStore
+
+log = logging.getLogger(__name__)
+
+Stream = tuple[int, int]
+MAX_PIECES_PER_QUERY = 64
+HASH_NAMES_PER_CIRCUIT = 4
+SEND_CHUNK = 64 * 1024
+ANNOUNCE_RETRY_FIRST = 1.0  # seconds before a failed announcement is tried again; doubles each time
+ANNOUNCE_RETRY_MAX = 60.0
+
+
+@dataclass(eq=False)
+class AnnounceCircuit:
+    circ: int
+    ordb: bytes  # the ORDB's NodeID
+    stream: int | None = None
+    hash_names: dict[bytes, int] = field(default_factory=dict)  # hash_name -> quarter announced here
+
+
+@dataclass(eq=False)
+class Serving:
+    stream: Stream
+    task: asyncio.Task[None] | None = None
+    writable: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class HolderService:
+    def __init__(
+        self,
+        node: OnionNode,
+        store: ChunkStore,
+        *,
+        kick: Callable[[], None],
+        build_ordb_circuit: Callable[[set[bytes]], Awaitable[tuple[int, bytes]]],
+        rng: random.Random | None = None,
+        announce_delay: tuple[float, float] = (0.2, 2.0),
+        ordbs_per_share: int = 2,
+        corrupt: bool = False,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self._kick = kick
+        self._build = build_ordb_circuit
+        self.rng = rng or random.Random()
+        self.delay = announce_delay
+        self.ordbs_per_share = ordbs_per_share
+        self.corrupt = corrupt  # test only: serve pieces with a flipped byte (a lying holder)
+        self.circuits: dict[int, AnnounceCircuit] = {}
+        self.serving: dict[Stream, Serving] = {}
+        self.held: set[bytes] = set()  # every hash_name we hold some of (announced or about to be)
+        self._announcing: set[bytes] = set()  # hash_names with an announce task running
+        self._dirty: set[bytes] = set()  # hash_names whose announcement is due (again)
+        self._announce_lock = asyncio.Lock()
+        self._waiting = 0  # announce tasks waiting for the lock
+        self.announce_retries = 0
+        self.last_announce_error = ""
+        self._background = Background()
+        self.served_pieces = 0
+
+    # ---- announcing ----------------------------------------------------------------------------
+    def owns(self, stream: Stream) -> bool:
+        return stream in self.serving or any(
+            c.circ == stream[0] and c.stream == stream[1] for c in self.circuits.values()
+        )
+
+    def announce_soon(self, hash_name: bytes) -> None:
+        """Announce (or update) a hash_name after a random delay (DB_INFO must not time a download),
+        and keep trying, with a growing pause, until enough ORDBs have it: an announcement that
+        fails (no path to an ORDB yet, a circuit that does not build under load) must not leave
+        a share unfindable until the peer restarts."""
+        self.held.add(hash_name)
+        self._dirty.add(hash_name)
+        if hash_name not in self._announcing:
+            self._announcing.add(hash_name)
+            self._background.spawn(self._announce(hash_name))
+
+    async def announce_held(self) -> int:
+        """Announce every share the store seeds (at start: a restart must not unshare anything)."""
+        n = 0
+        for info in await self.store.list():
+            if info.hash_name is not None and info.seeding and info.have_count > 0:
+                self.announce_soon(info.hash_name)
+                n += 1
+        return n
+
+    async def _announce(self, hash_name: bytes) -> None:
+        try:
+            await asyncio.sleep(self.rng.uniform(*self.delay))
+            pause = ANNOUNCE_RETRY_FIRST
+            while hash_name in self._dirty:
+                self._dirty.discard(hash_name)
+                self._waiting += 1
+                async with self._announce_lock:  # one at a time: later ones reuse the circuits built
+                    self._waiting -= 1
+                    done = await self._announce_once(hash_name)
+                if not done:
+                    self._dirty.add(hash_name)
+                    self.announce_retries += 1
+                    await asyncio.sleep(pause * self.rng.uniform(0.75, 1.25))
+                    pause = min(2 * pause, ANNOUNCE_RETRY_MAX)
+        finally:
+            self._announcing.discard(hash_name)
+
+    async def _announce_once(self, hash_name: bytes) -> bool:
+        """Send the DB_INFO to up to ``ordbs_per_share`` ORDBs; False: try again later."""
+        try:
+            have = await self.store.have(hash_name)
+        except PeerError:
+            return True  # deleted meanwhile: nothing to announce
+        if have.count == 0:
+            return True
+        quarter = min(4, have.have() * 4 // have.count)
+        if quarter == 0:
+            return True
+        ranges = tuple(PieceRange(a, b) for a, b in have.ranges()[:40])
+        body = DbInfo((InfoEntry(hash_name, have.count, ranges),)).encode()
+        targets = [c for c in self.circuits.values() if hash_name in c.hash_names]
+        for ac in targets:
+            if ac.hash_names[hash_name] < quarter:
+                self._send_info(ac, hash_name, quarter, body)
+        builds = 0
+        while len(targets) < self.ordbs_per_share:
+            spare = [
+                c
+                for c in self.circuits.values()
+                if c not in targets
+                and len(c.hash_names) < HASH_NAMES_PER_CIRCUIT
+                and c.circ in self.node.circuits
+            ]
+            if spare:
+                ac = self.rng.choice(spare)
+            elif builds >= 2 * self.ordbs_per_share or (targets and self._waiting):
+                break  # topping up an announced share waits while others are not announced at all
+            else:
+                builds += 1
+                try:
+                    circ, ordb = await self._build({c.ordb for c in targets})
+                except PeerError as exc:
+                    self.last_announce_error = str(exc)
+                    # unfindable until a retry works: worth telling; fewer ORDBs than wished is not
+                    (log.debug if targets else log.info)(
+                        "announce: no circuit to an ORDB (will retry): %s", exc
+                    )
+                    break
+                ac = AnnounceCircuit(circ, ordb)
+                self.circuits[circ] = ac
+            if self._send_info(ac, hash_name, quarter, body):
+                targets.append(ac)
+        self._kick()
+        return len(targets) >= self.ordbs_per_share
+
+    def _send_info(self, ac: AnnounceCircuit, hash_name: bytes, quarter: int, body: bytes) -> bool:
+        if ac.circ not in self.node.circuits:
+            self.circuits.pop(ac.circ, None)
+            return False
+        ac.hash_names[hash_name] = quarter
+        if ac.stream is None:
+            ac.stream = self.node.open_db_stream(ac.circ, RelayCommand.DB_INFO, body)
+        else:
+            self.node.send_relay(ac.circ, RelayCommand.DB_INFO, ac.stream, body)
+        return True
+
+    def announce_status(self) -> dict[str, object]:
+        return {
+            "circuits": len(self.circuits),
+            "announced": len({hn for c in self.circuits.values() for hn in c.hash_names}),  # at >= 1 ORDB
+            "pending": len(self._announcing),
+            "retries": self.announce_retries,
+            "last_error": self.last_announce_error,
+        }
+
+    # ---- events --------------------------------------------------------------------------------
+    def handle(self, e: ev.Event) -> bool:
+        if isinstance(e, ev.RelayMessageReceived) and e.hop >= 0:
+            key = (e.circ, e.stream_id)
+            ac = self.circuits.get(e.circ)
+            if ac is not None and ac.stream == e.stream_id:
+                if e.command == RelayCommand.DB_QUERY:
+                    try:
+                        q = DbQuery.decode(e.data)
+                    except PeerError:
+                        return True
+                    self._background.spawn(self._serve(e.circ, q))
+                elif e.command == RelayCommand.DB_END:
+                    # the ORDB closed our announce stream: announce again (a new stream)
+                    ac.stream = None
+                    self._reannounce(ac)
+                return True
+            s = self.serving.get(key)
+            if s is not None:
+                if e.command == RelayCommand.DB_END and s.task is not None:
+                    s.task.cancel()  # the ORDB says stop (RESET: another holder continues)
+                    self.serving.pop(key, None)
+                return True
+            return False
+        if isinstance(e, ev.StreamWritable):
+            s = self.serving.get((e.circ, e.stream_id))
+            if s is not None:
+                s.writable.set()
+                return True
+        if isinstance(e, ev.CircuitClosed):
+            ac = self.circuits.pop(e.circ, None)
+            if ac is not None:
+                self._reannounce(ac)  # keep announcing through another circuit
+            for key in [k for k in self.serving if k[0] == e.circ]:
+                s = self.serving.pop(key)
+                if s.task is not None:
+                    s.task.cancel()
+        return False
+
+    def retire_ordbs(self, ids: set[bytes]) -> int:
+        """Close the announce circuits that end at one of ``ids`` (peers that became our guards
+        or neighbours since: DESIGN §5 keeps ORDBs apart from both); what they carried is
+        announced again elsewhere.  Returns how many were closed."""
+        gone = [ac for ac in self.circuits.values() if ac.ordb in ids]
+        for ac in gone:
+            self.node.destroy_circuit(ac.circ)
+        if gone:
+            self._kick()
+        return len(gone)
+
+    def _reannounce(self, ac: AnnounceCircuit) -> None:
+        for hn in ac.hash_names:
+            self.announce_soon(hn)
+        ac.hash_names.clear()
+
+    # ---- serving -------------------------------------------------------------------------------
+    async def _payload(self, q: DbQuery) -> tuple[int, bytes]:
+        """The delivery for a query: the manifest, or the framed pieces with their proofs."""
+        manifest = await self.store.get_manifest(q.hash_name)
+        if q.wants_manifest:
+            return DeliveryKind.MANIFEST, manifest
+        count = min(q.count, MAX_PIECES_PER_QUERY)
+        pieces = await self.store.get_pieces(q.hash_name, q.first, q.first + count - 1)
+        if len(pieces) < count:
+            raise LookupError("pieces missing")
+        frames = []
+        for i, data, proof in pieces:
+            if self.corrupt:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            frames.append(PieceFrame(i, proof.encode(), data).encode())
+        return DeliveryKind.PIECES, b"".join(frames)
+
+    async def _deliver(self, circ: int, sid: int, payload: bytes, txid: bytes) -> None:
+        s = Serving((circ, sid), asyncio.current_task())
+        self.serving[(circ, sid)] = s
+        try:
+            for i in range(0, len(payload), SEND_CHUNK):
+                if not self.node.stream_send(circ, sid, payload[i : i + SEND_CHUNK]):
+                    s.writable.clear()
+                    self._kick()
+                    await s.writable.wait()
+                self._kick()
+            self.node.db_end(circ, sid, DbEnd(DbEndReason.FINISHED, txid).encode())
+            self._kick()
+        except PeerError:
+            pass
+        finally:
+            self.serving.pop((circ, sid), None)
+
+    async def _serve(self, circ: int, q: DbQuery) -> None:
+        try:
+            kind, payload = await self._payload(q)
+        except (PeerError, LookupError):
+            if circ in self.node.circuits:
+                sid = self.node.open_db_stream(
+                    circ,
+                    RelayCommand.DB_CONNECTED,
+                    DbConnected(q.txid, DeliveryKind.PIECES, q.first, 0, 0).encode(),
+                )
+                self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE, q.txid).encode())
+                self._kick()
+            return
+        if circ not in self.node.circuits:
+            return
+        hello = DbConnected(q.txid, kind, q.first, min(q.count, MAX_PIECES_PER_QUERY), len(payload))
+        sid = self.node.open_db_stream(circ, RelayCommand.DB_CONNECTED, hello.encode())
+        await self._deliver(circ, sid, payload, q.txid)
+        if kind == DeliveryKind.PIECES:
+            self.served_pieces += q.count
+
+    async def has(self, q: DbQuery) -> bool:
+        """Do we hold what a query asks for (the manifest, or every piece of the run)?"""
+        try:
+            have = await self.store.have(q.hash_name)
+        except PeerError:
+            return False
+        if q.wants_manifest:
+            return True
+        return all(i in have for i in range(q.first, q.first + min(q.count, MAX_PIECES_PER_QUERY)))
+
+    async def serve_here(self, stream: tuple[int, int], q: DbQuery) -> None:
+        """As an ORDB that holds the content itself: answer on the requester's query stream.
+
+        (Forwarding the query would show the next ORDB our identity next to a hash_name we hold.)"""
+        circ, sid = stream
+        try:
+            kind, payload = await self._payload(q)
+        except (PeerError, LookupError):
+            self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE).encode())
+            self._kick()
+            return
+        hello = DbConnected(bytes(16), kind, q.first, min(q.count, MAX_PIECES_PER_QUERY), len(payload))
+        self.node.send_relay(circ, RelayCommand.DB_CONNECTED, sid, hello.encode())
+        await self._deliver(circ, sid, payload, bytes(16))
+        if kind == DeliveryKind.PIECES:
+            self.served_pieces += q.count
+
+    async def close(self) -> None:
+        await self._background.close()
