@@ -54,11 +54,11 @@ from pathlib import Path
 from typing import Any
 
 from peer.errors import PeerError
-from peer.net.tor.client import TorClient, read_http_response
-from peer.net.tor.directory import AuthoritySpec, DirectoryClient
-from peer.net.tor.guards import GuardSet
 from peer.proto import events as ev
 from peer.proto.circuit import STREAMWINDOW_INCREMENT, STREAMWINDOW_START
+from peer.tor.client import TorClient, read_http_response
+from peer.tor.directory import AuthoritySpec, DirectoryClient
+from peer.tor.guards import GuardSet
 from tests.tornet import TorNet, TorNetError, tor_available
 
 HOST = "127.0.0.1"

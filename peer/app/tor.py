@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 from peer.errors import PeerError, UsageError
 from peer.net.driver import OnionStream, StreamError
 from peer.net.socks import SocksServer, StreamOpenError
-from peer.net.tor.client import TorClient, read_http_response
-from peer.net.tor.directory import AuthoritySpec, DirectoryClient
-from peer.net.tor.guards import GuardSet
+from peer.tor.client import TorClient, read_http_response
+from peer.tor.directory import AuthoritySpec, DirectoryClient
+from peer.tor.guards import GuardSet
 
 
 class _Progress:

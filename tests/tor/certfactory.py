@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from peer.net.tor.certs import (
+from peer.tor.certs import (
     CERTTYPE_ED_ID_SIGN,
     CERTTYPE_ED_SIGN_LINK,
     EXT_SIGNED_WITH_ED25519_KEY,

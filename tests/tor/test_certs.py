@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.errors import HandshakeError, UnknownVersion, WireError
-from peer.net.tor.certs import (
+from peer.tor.certs import (
     BadRelayCerts,
     CertExpired,
     CertSignatureInvalid,

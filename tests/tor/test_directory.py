@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.errors import PeerError, UsageError
-from peer.net.tor.authcert import parse_key_certs
-from peer.net.tor.consensus import parse_consensus, verify_consensus
-from peer.net.tor.directory import AuthoritySpec, DirectoryClient, build_directory, http_get
-from peer.net.tor.docparse import DocumentError, items
-from peer.net.tor.errors import (
+from peer.tor.authcert import parse_key_certs
+from peer.tor.consensus import parse_consensus, verify_consensus
+from peer.tor.directory import AuthoritySpec, DirectoryClient, build_directory, http_get
+from peer.tor.docparse import DocumentError, items
+from peer.tor.errors import (
     AuthorityCertError,
     ConsensusError,
     ConsensusNotYetValid,
@@ -26,7 +26,7 @@ from peer.net.tor.errors import (
     StaleConsensus,
     UnsignedConsensus,
 )
-from peer.net.tor.microdesc import PolicySummary, parse_microdesc, parse_microdescs
+from peer.tor.microdesc import PolicySummary, parse_microdesc, parse_microdescs
 
 DATA = Path(__file__).parent / "data"
 CONSENSUS = (DATA / "consensus-microdesc.txt").read_text("ascii")

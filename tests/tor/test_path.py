@@ -1,4 +1,4 @@
-"""Path selection rules (path-spec §2.2, simplified; see peer/net/tor/path.py) as hypothesis properties
+"""Path selection rules (path-spec §2.2, simplified; see peer/tor/path.py) as hypothesis properties
 over random consensuses, and the persisted guard set."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.errors import PathError, StorageError, UsageError
-from peer.net.tor.consensus import Consensus
-from peer.net.tor.directory import NetworkDirectory, Relay, family_rsa_ids
-from peer.net.tor.errors import NoSuitableRelay
-from peer.net.tor.guards import GuardSet, select_path
-from peer.net.tor.microdesc import PolicySummary
-from peer.net.tor.path import PathBuilder, check_path, subnet_of, weighted_choice
+from peer.tor.consensus import Consensus
+from peer.tor.directory import NetworkDirectory, Relay, family_rsa_ids
+from peer.tor.errors import NoSuitableRelay
+from peer.tor.guards import GuardSet, select_path
+from peer.tor.microdesc import PolicySummary
+from peer.tor.path import PathBuilder, check_path, subnet_of, weighted_choice
 
 FLAG_SETS = st.frozensets(st.sampled_from(["Running", "Valid", "Guard", "Exit", "BadExit", "Fast", "Stable"]))
 POLICIES = st.sampled_from(

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from peer.net.driver import CircuitError
-from peer.net.tor.client import TorClient, read_http_response
-from peer.net.tor.directory import AuthoritySpec, DirectoryClient, NetworkDirectory
-from peer.net.tor.guards import GuardSet
-from peer.net.tor.path import check_path
+from peer.tor.client import TorClient, read_http_response
+from peer.tor.directory import AuthoritySpec, DirectoryClient, NetworkDirectory
+from peer.tor.guards import GuardSet
+from peer.tor.path import check_path
 from tests.tornet import TorNet
 
 pytestmark = pytest.mark.e2e

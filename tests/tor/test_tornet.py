@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from peer.net.tor.certs import IdentityMismatch, check_expected_identity, validate_relay_certs
-from peer.net.tor.consensus import parse_consensus
-from peer.net.tor.directory import AuthoritySpec, DirectoryClient, build_directory, http_get
-from peer.net.tor.errors import UnsignedConsensus
+from peer.tor.certs import IdentityMismatch, check_expected_identity, validate_relay_certs
+from peer.tor.consensus import parse_consensus
+from peer.tor.directory import AuthoritySpec, DirectoryClient, build_directory, http_get
+from peer.tor.errors import UnsignedConsensus
 from peer.transport.tls import connect_tls
 from peer.wire.cells import Certs, decode_message, encode_versions_cell, pull_cell
 from tests.tornet import TorNet

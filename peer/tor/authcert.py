@@ -28,9 +28,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from peer.net.tor.certs import rsa_verify_tor
-from peer.net.tor.docparse import DocumentError, hex_decode, items, parse_time
-from peer.net.tor.errors import AuthorityCertError
+from peer.tor.certs import rsa_verify_tor
+from peer.tor.docparse import DocumentError, hex_decode, items, parse_time
+from peer.tor.errors import AuthorityCertError
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 from peer.errors import HandshakeError
 from peer.net.driver import NodeDriver, OnionStream
-from peer.net.tor.certs import check_expected_identity, validate_relay_certs
-from peer.net.tor.directory import NetworkDirectory, Relay
-from peer.net.tor.guards import GuardSet, select_path
 from peer.proto.channel import HandshakeConfig, LivenessConfig
 from peer.proto.circuit import HopSpec
 from peer.proto.node import NodeConfig, OnionNode
 from peer.proto.peerinfo import PeerInfo
+from peer.tor.certs import check_expected_identity, validate_relay_certs
+from peer.tor.directory import NetworkDirectory, Relay
+from peer.tor.guards import GuardSet, select_path
 from peer.transport.tls import TlsLink, connect_tls
 from peer.wire.cells import Certs, NetAddress
 from peer.wire.linkspec import LinkSpec, LinkSpecEd25519, LinkSpecIPv4, LinkSpecIPv6, LinkSpecLegacyId

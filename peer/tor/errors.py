@@ -8,7 +8,7 @@ these, never used.
 from __future__ import annotations
 
 from peer.errors import PathError, PeerError, Retry
-from peer.net.tor.docparse import DocumentError
+from peer.tor.docparse import DocumentError
 
 
 class ConsensusError(PeerError):

@@ -7,7 +7,7 @@ of its microdescriptor), ``s`` (flags), ``w`` (bandwidth) and ``pr`` (protocols)
 Signatures: each ``directory-signature [ALG] IDENTITY SIGNING-KEY-DIGEST`` signs the digest (ALG
 "sha256", or SHA-1 when absent) of the text from the start of the document through the space after
 the first ``directory-signature`` keyword.  :func:`verify_consensus` needs valid signatures, made
-with keys certified by :mod:`peer.net.tor.authcert`, from a majority of the authorities the user
+with keys certified by :mod:`peer.tor.authcert`, from a majority of the authorities the user
 trusts; signatures by anyone else are ignored.  Validity times are checked against an injected
 ``now``.
 """
@@ -18,9 +18,9 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from peer.net.tor.authcert import AuthorityKeyCert
-from peer.net.tor.certs import rsa_verify_tor
-from peer.net.tor.docparse import (
+from peer.tor.authcert import AuthorityKeyCert
+from peer.tor.certs import rsa_verify_tor
+from peer.tor.docparse import (
     DocumentError,
     Item,
     b64decode_loose,
@@ -29,7 +29,7 @@ from peer.net.tor.docparse import (
     parse_int,
     parse_time,
 )
-from peer.net.tor.errors import ConsensusNotYetValid, MalformedConsensus, StaleConsensus, UnsignedConsensus
+from peer.tor.errors import ConsensusNotYetValid, MalformedConsensus, StaleConsensus, UnsignedConsensus
 
 SIG_KEYWORD = "directory-signature"
 # Tolerated clock skew when checking valid-after (dir-spec leaves it to the client; tor uses 60 s+).

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peer.errors import UsageError
-from peer.net.tor.authcert import parse_key_certs
-from peer.net.tor.consensus import Consensus, RouterStatus, parse_consensus, verify_consensus
-from peer.net.tor.errors import ConsensusError, DirectoryFetchError, MicrodescError
-from peer.net.tor.microdesc import Microdesc, PolicySummary, parse_microdescs
+from peer.tor.authcert import parse_key_certs
+from peer.tor.consensus import Consensus, RouterStatus, parse_consensus, verify_consensus
+from peer.tor.errors import ConsensusError, DirectoryFetchError, MicrodescError
+from peer.tor.microdesc import Microdesc, PolicySummary, parse_microdescs
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peer.net.tor.docparse import DocumentError, b64decode_loose, items, parse_int
-from peer.net.tor.errors import MicrodescError
+from peer.tor.docparse import DocumentError, b64decode_loose, items, parse_int
+from peer.tor.errors import MicrodescError
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,13 @@
 """The Tor-network client side: relay certificates, the directory, path selection, guards.
 
-See docs/tor.md.  ``peer.net.tor.certs`` validates a relay's CERTS cell (tor-spec §4.2),
-``peer.net.tor.directory`` fetches and verifies the microdesc consensus (dir-spec §3-§5),
-``peer.net.tor.path`` and ``peer.net.tor.guards`` choose circuits' relays (path-spec §2).
+See docs/tor.md.  ``peer.tor.certs`` validates a relay's CERTS cell (tor-spec §4.2),
+``peer.tor.directory`` fetches and verifies the microdesc consensus (dir-spec §3-§5),
+``peer.tor.path`` and ``peer.tor.guards`` choose circuits' relays (path-spec §2).
 """
 
-from peer.net.tor.certs import RelayIdentity, check_expected_identity, validate_relay_certs
-from peer.net.tor.directory import AuthoritySpec, DirectoryClient, NetworkDirectory, Relay, build_directory
-from peer.net.tor.errors import (
+from peer.tor.certs import RelayIdentity, check_expected_identity, validate_relay_certs
+from peer.tor.directory import AuthoritySpec, DirectoryClient, NetworkDirectory, Relay, build_directory
+from peer.tor.errors import (
     AuthorityCertError,
     ConsensusError,
     ConsensusNotYetValid,
@@ -18,8 +18,8 @@ from peer.net.tor.errors import (
     StaleConsensus,
     UnsignedConsensus,
 )
-from peer.net.tor.guards import GuardSet, select_path
-from peer.net.tor.path import PathBuilder, check_path
+from peer.tor.guards import GuardSet, select_path
+from peer.tor.path import PathBuilder, check_path
 
 __all__ = [
     "AuthorityCertError",

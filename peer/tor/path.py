@@ -3,7 +3,7 @@
 A path is ``guard, middle..., exit`` (default 3 hops, 2 to 5).  Rules:
 
 * every hop is Running and Valid in the verified consensus, and has a microdescriptor;
-* the guard comes from the persisted guard set (:mod:`peer.net.tor.guards`) and has the Guard flag;
+* the guard comes from the persisted guard set (:mod:`peer.tor.guards`) and has the Guard flag;
 * the exit has the Exit flag, not BadExit, and its policy summary accepts the target port;
 * no relay twice; no two hops in the same IPv4 /16 (IPv6 /32) unless ``allow_same_subnet`` is set
   explicitly (private test networks where every relay is on 127.0.0.1); no two hops of one family
@@ -22,8 +22,8 @@ import random
 from collections.abc import Callable, Sequence
 
 from peer.errors import UsageError
-from peer.net.tor.directory import Relay
-from peer.net.tor.errors import NoSuitableRelay
+from peer.tor.directory import Relay
+from peer.tor.errors import NoSuitableRelay
 
 MIN_HOPS = 2
 MAX_HOPS = 5

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peer.errors import StorageError, UnknownVersion
-from peer.net.tor.directory import NetworkDirectory, Relay
-from peer.net.tor.errors import NoSuitableRelay
-from peer.net.tor.path import PathBuilder, usable, weighted_choice
+from peer.tor.directory import NetworkDirectory, Relay
+from peer.tor.errors import NoSuitableRelay
+from peer.tor.path import PathBuilder, usable, weighted_choice
 
 GUARDS_FILE = "guards.json"
 FORMAT_VERSION = 1
@@ -139,7 +139,7 @@ def select_path(
     hops: int = 3,
     allow_same_subnet: bool = False,
 ) -> tuple[Relay, ...]:
-    """A path ``(guard, middles..., exit)`` to ``port`` from a verified directory (see peer.net.tor.path)."""
+    """A path ``(guard, middles..., exit)`` to ``port`` from a verified directory (see peer.tor.path)."""
     builder = PathBuilder(directory.relays, rng, allow_same_subnet=allow_same_subnet)
     return builder.build(
         port, hops=hops, guard_chooser=lambda exclude: guards.choose(directory, builder, exclude, now, rng)
