@@ -7,8 +7,8 @@ Every round measures, on one pseudo-random payload and in this order:
 * reference write: sequential 4 MiB writes of the payload to a plain file, SHA-256 over it, fsync;
 * import: ``ChunkStore.import_file`` (read, Merkle leaves, SQLite writes, proofs, signed manifest),
   plain and encrypted, each ended by ``close()`` (WAL checkpoint and fsync: the bytes are durable);
-* verified piece writes: ``put_pieces`` of (piece, proof) batches of 64 into a fresh store
-  (Merkle verification and SQLite writes), ended by ``close()``;
+* verified piece writes: ``verify_pieces`` then ``put_pieces`` of (piece, proof) batches of 64 into a
+  fresh store (Merkle verification and SQLite writes), ended by ``close()``;
 * reads, hot (just written, in the page cache) and cold (the file's pages dropped with
   ``posix_fadvise(DONTNEED)``, so they come from the disk): the reference is sequential 4 MiB reads of
   the reference file; the store reads are ``read_range`` in 4 MiB steps (pieces re-hashed against
@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from storage import ChunkStore
+from storage import ChunkStore, verify_pieces
 
 CHUNK = 4 << 20
 WRITE_KEYS = ("import_plain", "import_encrypted", "put_pieces")
@@ -142,6 +142,7 @@ async def _round(src: Path, chunks: list[bytes], work: Path) -> dict[str, float]
     src_db = work / "r-import-0.db"
     store = await ChunkStore.open(src_db)
     manifest = await store.get_manifest(h)
+    parsed = await store.manifest(h)
     count = (await store.manifest(h)).piece_count
     pieces = []
     for k in range(0, count, 64):
@@ -152,7 +153,7 @@ async def _round(src: Path, chunks: list[bytes], work: Path) -> dict[str, float]
         dst = await ChunkStore.open(work / "r-download.db")
         await dst.put_manifest(manifest, expected_hash=h)
         for k in range(0, count, 64):
-            await dst.put_pieces(h, pieces[k : k + 64])
+            await dst.put_pieces(h, verify_pieces(parsed, pieces[k : k + 64]))
         await dst.close()
 
     t["put_pieces"] = await _timed(put)

@@ -17,7 +17,7 @@ from storage.types import (
     ShareInfo,
     StoreStats,
 )
-from storage.verify import verify_pieces
+from storage.verify import VerifiedPiece, verify_pieces
 
 __all__ = [
     "Bitfield",
@@ -37,6 +37,7 @@ __all__ = [
     "ShareInfo",
     "ShareLink",
     "StoreStats",
+    "VerifiedPiece",
     "leaf_hash",
     "live_hash_name",
     "parse_manifest",

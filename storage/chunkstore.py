@@ -56,7 +56,7 @@ from storage.types import (
     ShareInfo,
     StoreStats,
 )
-from storage.verify import PieceItem, assemble, check_rows, verify_pieces
+from storage.verify import VerifiedPiece, assemble, check_rows
 
 Synchronous = Literal["NORMAL", "FULL"]
 MAX_RANGE = 64 << 20  # largest read_range, bytes
@@ -282,24 +282,27 @@ class ChunkStore:
         return (await self._share(hash_name)).manifest
 
     # ----------------------------------------------------------------- pieces
-    async def put_pieces(self, hash_name: bytes, items: Iterable[PieceItem]) -> PutResult:
-        """Verify every (index, piece, proof) and store them in one transaction.
+    async def put_pieces(self, hash_name: bytes, pieces: Iterable[VerifiedPiece]) -> PutResult:
+        """Store pieces verified for this share (by :func:`storage.verify.verify_pieces`) in one transaction.
 
-        All or nothing: if any piece fails, PieceError lists the bad indexes (``exc.bad``)
-        and nothing of the batch is stored.  Pieces already stored are ignored.
+        Nothing is hashed again here.  Pieces already stored are ignored; a repeated index counts once.
         """
         share = await self._share(hash_name)
-        rows = await asyncio.to_thread(verify_pieces, share.manifest, list(items))
+        rows: dict[int, VerifiedPiece] = {}
+        for p in pieces:
+            if not isinstance(p, VerifiedPiece) or p.hash_name != hash_name:
+                raise UsageError("put_pieces takes pieces verified for this share by verify_pieces")
+            rows.setdefault(p.index, p)
         lo, _ = schema.share_range(share.id)
         async with self._tx() as w:
             cur = await w.executemany(
                 "INSERT OR IGNORE INTO pieces(id, leaf, proof) VALUES (?, ?, ?)",
-                [(lo | i, leaf, proof) for i, leaf, _, proof in rows],
+                [(lo | p.index, p.leaf, p.proof) for p in rows.values()],
             )
             stored = cur.rowcount
             await w.executemany(
                 "INSERT OR IGNORE INTO piece_data(id, data) VALUES (?, ?)",
-                [(lo | i, d) for i, _, d, _ in rows],
+                [(lo | p.index, p.piece) for p in rows.values()],
             )
             counts = await w.execute_fetchall(
                 "UPDATE shares SET have_count = have_count + ?,"

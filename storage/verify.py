@@ -1,31 +1,53 @@
 """Piece verification for the chunk store (DESIGN §7, §9; docs/storage.md "What is verified where").
 
-Pure functions, run in worker threads by :class:`storage.chunkstore.ChunkStore`:
-``verify_pieces`` checks pieces arriving from other peers against the manifest before anything
-is written; ``check_rows`` re-verifies stored pieces as they are read; ``assemble`` cuts (and
-decrypts) a byte range out of verified pieces.
+Pure functions: ``verify_pieces`` checks pieces arriving from other peers against the manifest and
+returns :class:`VerifiedPiece` values, the only thing ``ChunkStore.put_pieces`` stores (so a piece is
+hashed once on its way in, and an unchecked one cannot reach the store); ``check_rows`` re-verifies
+stored pieces as they are read; ``assemble`` cuts (and decrypts) a byte range out of verified pieces.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import InitVar, dataclass, field
 
-from peer.errors import StorageError
+from peer.errors import StorageError, UsageError
 from storage.encryption import PieceCipher
 from storage.errors import PieceError, ProofError
 from storage.manifest import Manifest
 from storage.merkle import MerkleProof, leaf_hash
 
 PieceItem = tuple[int, bytes, MerkleProof | bytes]
+_MINT = object()  # held by verify_pieces only: the proof of origin of a VerifiedPiece
 
 
-def verify_pieces(manifest: Manifest, items: Iterable[PieceItem]) -> list[tuple[int, bytes, bytes, bytes]]:
+@dataclass(frozen=True, slots=True)
+class VerifiedPiece:
+    """A piece that led to its share's Merkle root; only :func:`verify_pieces` makes these.
+
+    ``hash_name`` names the share it was checked against: the store takes it for that share only.
+    """
+
+    hash_name: bytes
+    index: int
+    leaf: bytes  # leaf hash of ``piece``
+    piece: bytes = field(repr=False)  # as stored (ciphertext for encrypted shares)
+    proof: bytes = field(repr=False)  # encoded MerkleProof
+    mint: InitVar[object]
+
+    def __post_init__(self, mint: object) -> None:
+        if mint is not _MINT:
+            raise UsageError("a VerifiedPiece comes from storage.verify.verify_pieces only")
+
+
+def verify_pieces(manifest: Manifest, items: Iterable[PieceItem]) -> list[VerifiedPiece]:
     """Check each (index, piece, proof) against the manifest; PieceError naming every bad index.
 
-    Returns (index, leaf hash, piece, encoded proof) for the good ones, first occurrence of an index only.
+    Returns the good pieces, first occurrence of an index only.
     """
-    good: dict[int, tuple[int, bytes, bytes, bytes]] = {}
+    hash_name = manifest.hash_name
+    good: dict[int, VerifiedPiece] = {}
     bad: dict[int, str] = {}
     for index, piece, raw_proof in items:
         try:
@@ -42,7 +64,8 @@ def verify_pieces(manifest: Manifest, items: Iterable[PieceItem]) -> list[tuple[
         except (ProofError, StorageError, ValueError) as exc:  # ProofFormatError is a ValueError
             bad[index] = str(exc)
             continue
-        good.setdefault(index, (index, leaf, bytes(piece), proof.encode()))
+        if index not in good:  # a repeat: the first one stands
+            good[index] = VerifiedPiece(hash_name, index, leaf, bytes(piece), proof.encode(), _MINT)
     if bad:
         raise PieceError(f"{len(bad)} piece(s) rejected, nothing of the batch stored: {sorted(bad)[:8]}", bad)
     return list(good.values())

@@ -32,8 +32,9 @@ from peer.proto import events as ev
 from peer.proto.node import OnionNode
 from peer.wire.commands import RelayCommand
 from peer.wire.ordb import DbConnected, DbEnd, DbEndReason, DbQuery, DeliveryKind, FrameReader
-from storage.chunkstore import ChunkStore, verify_pieces
+from storage.chunkstore import ChunkStore
 from storage.manifest import Manifest, parse_manifest
+from storage.verify import VerifiedPiece, verify_pieces
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Download:
         self.inflight: dict[int, int] = {}  # piece -> number of queries asking for it
         self.progress = Progress()
         self._wake = asyncio.Event()
-        self._pending: list[tuple[int, bytes, bytes, Query]] = []
+        self._pending: list[VerifiedPiece] = []
         self._started = clock()
         self._quarter = 0
         self._no_circuit_since: float | None = None
@@ -549,7 +550,7 @@ class Download:
         if index not in self.missing:
             return  # end-game duplicate
         try:
-            verify_pieces(self.manifest, [(index, piece, proof)])
+            verified = verify_pieces(self.manifest, [(index, piece, proof)])
         except (IntegrityError, PeerError, ValueError):
             # a lying holder: report it (the ORDB drops it for this hash_name), fetch elsewhere; a
             # circuit that keeps bringing bad pieces (its ORDB may be the liar) is replaced
@@ -559,7 +560,7 @@ class Download:
             if q.circuit.failures >= 2:
                 self._retire(q.circuit, "it delivered pieces that failed verification")
             return
-        self._pending.append((index, piece, proof, q))
+        self._pending += verified
         self.missing.discard(index)
         self.progress.have += 1
         self.progress.bytes_verified += len(piece)
@@ -570,7 +571,7 @@ class Download:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        await self.store.put_pieces(self.hash_name, [(i, p, pr) for i, p, pr, _q in batch])
+        await self.store.put_pieces(self.hash_name, batch)
         quarter = self.progress.have * 4 // max(1, self.progress.total)
         if quarter > self._quarter:
             self._quarter = quarter

@@ -19,7 +19,7 @@ import signal
 import sys
 
 from peer.errors import StorageError
-from storage import ChunkStore
+from storage import ChunkStore, verify_pieces
 
 
 def say(text: str) -> None:
@@ -58,7 +58,7 @@ async def do_download(db: str, src_db: str, hash_hex: str) -> None:
         stored = dups = 0
         for k in range(0, len(missing), 32):
             batch = [(i, *(await src.get_piece(h, i))) for i in missing[k : k + 32]]
-            r = await dst.put_pieces(h, batch)
+            r = await dst.put_pieces(h, verify_pieces(await dst.manifest(h), batch))
             stored += r.stored
             dups += r.duplicates
             say(f"p {(await dst.get_download_state(h)).have}")

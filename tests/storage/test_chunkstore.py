@@ -25,6 +25,7 @@ from storage.errors import (
     ShareNotFound,
 )
 from storage.manifest import MANIFEST_CONTEXT, Manifest
+from storage.verify import verify_pieces
 from tests.storage.conftest import write_file
 
 RandBytes = Callable[[int], bytes]
@@ -70,7 +71,9 @@ async def test_import_export_round_trip(
         DownloadState.COMPLETE if size == 0 else DownloadState.WANTED
     )
     if m.piece_count:
-        r = await peer_store.put_pieces(link.hash_name, await all_pieces(store, link.hash_name))
+        r = await peer_store.put_pieces(
+            link.hash_name, verify_pieces(m, await all_pieces(store, link.hash_name))
+        )
         assert r.stored == m.piece_count and r.complete
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -120,13 +123,13 @@ async def test_tampered_pieces_are_rejected_and_nothing_written(
     }
     for why, bad in cases.items():
         with pytest.raises(PieceError) as exc:
-            await peer_store.put_pieces(h, [*good[2:5], bad])
+            await peer_store.put_pieces(h, verify_pieces(res.manifest, [*good[2:5], bad]))
         assert bad[0] in exc.value.bad, why
         assert (await peer_store.have(h)).have() == 0, why
         assert await stored_rows(tmp_path / "peer.db") == 0, why
-    r = await peer_store.put_pieces(h, good[2:5] + good[2:3])
+    r = await peer_store.put_pieces(h, verify_pieces(res.manifest, good[2:5] + good[2:3]))
     assert (r.stored, r.duplicates, r.complete) == (3, 0, False)
-    r = await peer_store.put_pieces(h, good[2:4])
+    r = await peer_store.put_pieces(h, verify_pieces(res.manifest, good[2:4]))
     assert (r.stored, r.duplicates) == (0, 2)
     assert (await peer_store.have(h)).ranges() == [(2, 5)]
 
@@ -166,7 +169,7 @@ async def test_read_range_returns_only_verified_bytes(
     h = res.hash_name
     await peer_store.put_manifest(res.manifest.encode(), key=res.link.key)
     good = await all_pieces(store, h)
-    await peer_store.put_pieces(h, [good[i] for i in (0, 1, 2, 5, 10)])
+    await peer_store.put_pieces(h, verify_pieces(res.manifest, [good[i] for i in (0, 1, 2, 5, 10)]))
     r = await peer_store.read_range(h, 500, 8 * PS)
     assert r.data == body[500 : 3 * PS]
     assert r.missing == ((3 * PS, 5 * PS), (6 * PS, 8 * PS))
@@ -217,7 +220,7 @@ async def test_wrong_key_and_key_from_link(
     res = await store.import_file(src, encrypt=True, piece_size=PS, randbytes=rand, name="secret.txt")
     h = res.hash_name
     await peer_store.put_manifest(res.manifest.encode())  # no key: the store cannot read it
-    await peer_store.put_pieces(h, await all_pieces(store, h))  # but it verifies and serves it
+    await peer_store.put_pieces(h, verify_pieces(res.manifest, await all_pieces(store, h)))  # it serves it
     (info,) = await peer_store.list()
     assert info.name is None and info.encrypted
     assert (await peer_store.get_piece(h, 0))[0] != src.read_bytes()[:PS]
@@ -238,7 +241,7 @@ async def test_state_survives_reopen_and_remove(tmp_path: Path, rand: RandBytes)
     b = await ChunkStore.open(tmp_path / "b.db", synchronous="FULL")
     h = res.hash_name
     await b.put_manifest(res.manifest.encode())
-    await b.put_pieces(h, (await all_pieces(a, h))[:2])
+    await b.put_pieces(h, verify_pieces(res.manifest, (await all_pieces(a, h))[:2]))
     await b.set_download_state(h, DownloadState.PAUSED)
     await b.set_seeding(h, False)
     await b.close()
