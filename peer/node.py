@@ -1,15 +1,16 @@
-"""The peer runtime (DESIGN §1-6): one process that is OP, OR and (later) ORDB.
+"""One peer (DESIGN §1): OP, OR and ORDB in one process; composition, lifecycle and event routing.
 
-Composes the onion core and its driver, the DHT node, bridge connections, the link
-manager, path selection and the SOCKS proxy.  All I/O choices (addresses, clocks, keys)
-come in through :class:`PeerConfig`; the CLI is the composition root that fills it.
+:class:`Peer` builds the parts and wires them: the onion core and its driver, the neighbour links and
+their topology, guards, our circuits, the DHT node and bridge connections, and the roles (ORDB,
+holder, downloads).  Events of the onion core go straight to their owner (:class:`EventRoutes`).
+All I/O choices (addresses, clocks, keys) come in through :class:`PeerConfig`; the CLI is the
+composition root that fills it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -19,30 +20,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dht.node import DhtConfig, DhtNode
-from dht.records import PeerRecord, ProviderFields, ProviderRecord, Route
-from peer.errors import PathError, PeerError
+from dht.records import PeerRecord, Route
+from peer.errors import PeerError
 from peer.net.bridgeclient import BridgeClient
-from peer.net.driver import CircuitError, NodeDriver, OnionStream, StreamError
+from peer.net.circuits import CircuitManager, CircuitRules
+from peer.net.driver import NodeDriver
+from peer.net.guards import Guards
 from peer.net.handshake import PeerKeys
-from peer.net.keystore import atomic_write_private, load_or_create_keys
-from peer.net.neighbours import LinkManager, LinkManagerConfig, Signaller
-from peer.net.pathsel import eligible_ordbs, select_path, select_path_to
+from peer.net.keystore import load_or_create_keys
+from peer.net.neighbours import LinkManager, LinkManagerConfig
 from peer.net.peerview import PeerView
-from peer.net.socks import SocksServer, StreamOpenError
+from peer.net.recorder import Recorder
+from peer.net.routing import EventRoutes
+from peer.net.signalling import BridgeSignaller, Signalling
+from peer.net.socks import SocksServer
 from peer.net.topology import Topology, TopologyConfig
 from peer.proto import events as ev
 from peer.proto.channel import LivenessConfig
-from peer.proto.circuit import HopSpec
 from peer.proto.exitpolicy import ExitPolicy
 from peer.proto.node import NodeConfig, OnionNode
 from peer.roles.downloads import Downloads, DownloadTask
 from peer.roles.fetch import Download
 from peer.roles.holder import HolderService
 from peer.roles.ordb import OrdbService
+from peer.roles.ordbdht import OrdbDht
 from peer.transport.webrtc import WebRtcConfig
 from peer.wire.cells import Introduce, Introduced, LinkClosing, LinkKeep
-from peer.wire.commands import CellCommand, RelayCommand
-from peer.wire.linkspec import LinkSpecEd25519, LinkSpecPeerNodeId
 from peer.wire.ordb import DbQuery
 from storage.chunkstore import ChunkStore
 from storage.sharelink import ShareLink
@@ -51,8 +54,6 @@ log = logging.getLogger(__name__)
 
 RECORD_TTL = 3600.0
 STOP_STEP_TIMEOUT = 10.0
-GUARDS_FILE = "guards.json"
-N_GUARDS = 2
 
 
 @dataclass
@@ -82,42 +83,21 @@ class PeerConfig:
     one_hop_ordb: bool = False  # test only: the negative control (1-hop ORDB circuits break anonymity)
 
 
-class _BridgeSignaller:
-    def __init__(self, url: str, client: BridgeClient) -> None:
-        self.name = "a bridge"
-        self.url = url
-        self.client = client
-
-    async def introduce(self, target: bytes, blob: bytes) -> None:
-        await self.client.introduce(target, blob)
-
-
-class _NeighbourSignaller:
-    def __init__(self, peer: Peer, chan: int) -> None:
-        self.name = "a neighbour"
-        self._peer = peer
-        self._chan = chan
-
-    async def introduce(self, target: bytes, blob: bytes) -> None:
-        self._peer.node.send_link_message(
-            self._chan, CellCommand.DB_INTRODUCE, Introduce(target, blob).encode_payload()
-        )
-        self._peer.driver.flush()
-
-
 class Peer:
     """A running peer.  ``await Peer.start(config)``, then ``await peer.stop()``."""
 
-    def __init__(self, config: PeerConfig, keys: PeerKeys) -> None:
+    def __init__(self, config: PeerConfig, keys: PeerKeys, recorder: Recorder | None = None) -> None:
         self.config = config
         self.keys = keys
         self.rng = random.Random()
+        self.recorder = recorder
         self.node = OnionNode(
             node_id=keys.node_id,
             ntor_keys={keys.ntor.public: keys.ntor},
             randbytes=os.urandom,
             config=NodeConfig(exit_policy=config.exit_policy, auto_consume=False),
         )
+        self.node.recorder = recorder
         self.driver = NodeDriver(self.node)
         self.driver.allow_exit_to = lambda host: True  # the node's exit policy decides
         self.driver.on_event = self._on_event
@@ -132,62 +112,86 @@ class Peer:
             rng=self.rng,
         )
         self.links.on_change = self._links_changed
+        self.bridges: dict[str, BridgeClient] = {}
+        self.signalling = Signalling(self.node, self.driver, self.links, self.bridges)
+        self._guards = Guards(config.data_dir)
         self.topology = Topology(
             self.links,
             self.view,
             lambda: self.guards,
-            self._signaller_for,
+            self.signalling.signallers_for,
             TopologyConfig(config.max_links, config.rewire_every, config.rotate_every),
             self.rng,
         )
         self.links.make_room = self.topology.make_room
         self.dht = DhtNode()
-        self.bridges: dict[str, BridgeClient] = {}
-        self.socks: SocksServer | None = None
-        self.guards: list[bytes] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._circuits: list[int] = []
-        self._paths: dict[int, list[bytes]] = {}
-        self._record_dirty = asyncio.Event()
-        self.started_at = time.time()
-        self.store: ChunkStore | None = None
+        self.ordb_dht = OrdbDht(
+            keys=keys,
+            dht=self.dht,
+            node=self.node,
+            driver=self.driver,
+            links=self.links,
+            signalling=self.signalling,
+            bridges=self.bridges,
+            own_circuit=lambda circ, owner: self.routes.own_circuit(circ, owner),
+            recorder=recorder,
+        )
         self.ordb = OrdbService(
             self.node,
             kick=self.driver.flush,
-            find_providers=self._find_providers,
-            forward=self._forward_query,
-            publish_provider=self._publish_provider,
+            find_providers=self.ordb_dht.find_providers,
+            forward=self.ordb_dht.forward_query,
+            publish_provider=self.ordb_dht.publish_provider,
             local=_LocalContent(self),
             rng=self.rng,
         )
+        self.ordb_dht.owner = self.ordb.handle
+        # circuits that end here (other peers' ORDB circuits) are the ORDB's business
+        self.routes = EventRoutes(default=self.ordb.handle)
+        self.circuits = CircuitManager(
+            node=self.node,
+            driver=self.driver,
+            view=self.view,
+            links=self.links,
+            guards=lambda: self.guards,
+            refresh_view=self._refresh_view,
+            routes=self.routes,
+            rules=CircuitRules(config.hops, config.subnet_rule, config.one_hop_ordb),
+            rng=self.rng,
+        )
+        self.socks: SocksServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._record_dirty = asyncio.Event()
+        self.started_at = time.time()
+        self.store: ChunkStore | None = None
         self.holder: HolderService | None = None
         self.downloads = Downloads(config.data_dir, self._new_download, self._export, self._seed)
-        self._forward_circuits: dict[bytes, int] = {}  # remote ORDB -> our 1-hop circuit to it
-        self._forward_locks: dict[bytes, asyncio.Lock] = {}
+
+    @property
+    def guards(self) -> list[bytes]:
+        return self._guards.ids
 
     # ---- life cycle ---------------------------------------------------------------------------
     @classmethod
     async def start(cls, config: PeerConfig) -> Peer:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         keys = load_or_create_keys(config.data_dir, stable=config.stable)
-        self = cls(config, keys)
-        if config.record_path is not None:
-            from peer.net.recorder import Recorder
-
-            rec = Recorder(config.record_path)
-            self.node.recorder = rec
-            rec({"kind": "self", "node_id": keys.node_id, "host": config.host})
-        self._load_guards()
+        recorder = None
+        if config.record_path is not None:  # test only (DESIGN §11)
+            recorder = Recorder(config.record_path)
+            recorder({"kind": "self", "node_id": keys.node_id, "host": config.host})
+        self = cls(config, keys, recorder)
         self.store = await ChunkStore.open(config.data_dir / "store.db")
         self.holder = HolderService(
             self.node,
             self.store,
             kick=self.driver.flush,
-            build_ordb_circuit=self.build_ordb_circuit,
+            build_ordb_circuit=lambda exclude: self.circuits.build_ordb_circuit(exclude, self._holder_events),
             rng=self.rng,
             announce_delay=config.announce_delay,
             ordbs_per_share=3,
             corrupt=config.corrupt_pieces,
+            routes=self.routes,
         )
         dcfg = DhtConfig(bucket_prefix_limit=2 if config.subnet_rule else 0)
         await self.dht.start(keys.identity, config.host, config.dht_port, config=dcfg)
@@ -198,7 +202,7 @@ class Peer:
         await self._refresh_view()
         await self._publish()
         if config.socks is not None:
-            self.socks = SocksServer(self._open_socks_stream)
+            self.socks = SocksServer(self.circuits.open_socks_stream)
             await self.socks.start(*config.socks)
         self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._republisher()))
@@ -289,10 +293,10 @@ class Peer:
             self._record_dirty.clear()
             await self._publish()
 
-    # ---- bridges and the view -----------------------------------------------------------------
+    # ---- bridges, the view and guards -----------------------------------------------------------
     async def _connect_bridge(self, url: str) -> None:
         client = BridgeClient()
-        signaller = _BridgeSignaller(url, client)
+        signaller = BridgeSignaller(url, client)
         client.on_introduced = lambda source, blob: self.links.on_introduced(source, blob, signaller)
         try:
             await client.connect(url, self.keys, self.record)
@@ -321,36 +325,12 @@ class Peer:
         self.view.expire(now)
         self._choose_guards()
 
-    def _load_guards(self) -> None:
-        path = self.config.data_dir / GUARDS_FILE
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            self.guards = [bytes.fromhex(h) for h in json.loads(path.read_text())["guards"]]
-
     def _choose_guards(self) -> None:
-        """Keep N_GUARDS stable peers as guards: the ones we hold links to first (a guard we cannot
-        link to is no first hop, and it would shrink the eligible ORDBs); unlinked ones only fill
-        in, and the link manager keeps trying to reach them."""
         stable = {r.node_id for r in self.view.all() if r.stable}
-        linked = [n for n in self.links.neighbour_ids() if n in stable]
-        new = [g for g in self.guards if g in linked]
-        for n in linked:
-            if len(new) >= N_GUARDS:
-                break
-            if n not in new:
-                new.append(n)
-        for g in [*self.guards, *sorted(stable)]:
-            if len(new) >= N_GUARDS:
-                break
-            if g not in new and g in stable:
-                new.append(g)
-        changed = new != self.guards
-        self.guards = new
+        self._guards.choose(stable, self.links.neighbour_ids())
         self.links.set_guards(set(self.guards))
-        if changed:
-            data = json.dumps({"guards": [g.hex() for g in self.guards]}).encode()
-            atomic_write_private(self.config.data_dir / GUARDS_FILE, data)
 
-    # ---- keeping K links (peer/net/topology.py decides which) ---------------------------------------
+    # ---- keeping K links (peer/net/topology.py decides which) -----------------------------------
     async def _maintain(self) -> None:
         last_refresh = time.monotonic()
         while True:
@@ -364,246 +344,28 @@ class Peer:
                 await self._refresh_view()
             await self.topology.step()
 
-    def _signaller_for(self, rec: PeerRecord) -> list[Signaller]:
-        """Ways to deliver an offer to ``rec``'s peer, in order: an introducer we are linked to
-        (so bridges see less), then each bridge we share with it (a record's neighbour list may
-        be out of date, so an introducer may no longer reach the peer)."""
-        out: list[Signaller] = []
-        for n in getattr(rec, "neighbours", ()):
-            chan = self.links.chan_of(n)
-            if chan is not None:
-                out.append(_NeighbourSignaller(self, chan))
-                break
-        for url in rec.route.bridges:
-            client = self.bridges.get(url)
-            if client is not None:
-                out.append(_BridgeSignaller(url, client))
-        return out
-
-    # ---- events from the onion core -----------------------------------------------------------
+    # ---- events from the onion core go to their owner ------------------------------------------
     def _on_event(self, e: ev.Event) -> None:
         if isinstance(e, (ev.RelayMessageReceived, ev.StreamWritable, ev.CircuitClosed)):
-            handled = False
-            handled = self.downloads.handle(e) or handled
-            if self.holder is not None:
-                handled = self.holder.handle(e) or handled
-            handled = self.ordb.handle(e) or handled
-        if isinstance(e, ev.ChannelClosed):
+            self.routes.route(e)
+            if isinstance(e, ev.CircuitClosed):
+                self.circuits.circuit_closed(e.circ)
+        elif isinstance(e, ev.ChannelClosed):
             self.links.channel_closed(e.chan)
-        elif isinstance(e, ev.CircuitClosed):
-            with contextlib.suppress(ValueError):
-                self._circuits.remove(e.circ)
-            self._paths.pop(e.circ, None)
         elif isinstance(e, ev.LinkMessageReceived):
             msg = e.message
             if isinstance(msg, Introduce):
-                self._introduce_for(e.chan, msg)
+                self.signalling.introduce_for(e.chan, msg)
             elif isinstance(msg, Introduced):
-                self.links.on_introduced(msg.source, msg.blob, _NeighbourSignaller(self, e.chan))
+                self.links.on_introduced(msg.source, msg.blob, self.signalling.via_neighbour(e.chan))
             elif isinstance(msg, LinkClosing):
                 self.links.on_link_closing(e.chan, msg)
             elif isinstance(msg, LinkKeep):
                 self.links.on_link_keep(e.chan, msg)
 
-    def _introduce_for(self, chan: int, msg: Introduce) -> None:
-        """We are the introducer: pass a sealed blob from one neighbour to another."""
-        source = self.links.by_chan.get(chan)
-        if source is None:
-            return
-        target_chan = self.links.chan_of(msg.target)
-        if target_chan is None:
-            out = Introduced(msg.target, b"")  # not reachable through us
-            self.node.send_link_message(chan, CellCommand.DB_INTRODUCED, out.encode_payload())
-        else:
-            self.node.send_link_message(
-                target_chan, CellCommand.DB_INTRODUCED, Introduced(source, msg.blob).encode_payload()
-            )
-        self.driver.flush()
-
-    # ---- circuits and streams -----------------------------------------------------------------
-    def hop_of(self, rec: PeerRecord) -> HopSpec:
-        return HopSpec(
-            rec.node_id, rec.ntor_key, (LinkSpecPeerNodeId(rec.node_id), LinkSpecEd25519(rec.identity_key))
-        )
-
-    async def build_circuit(
-        self, *, hops: int | None = None, want_exit: bool = True, avoid: tuple[bytes, ...] = ()
-    ) -> tuple[int, list[PeerRecord]]:
-        def choose() -> list[PeerRecord]:
-            return select_path(
-                self.view,
-                own_node_id=self.keys.node_id,
-                first_hops=[g for g in self.guards if g in self.links.neighbours],
-                hops=hops or self.config.hops,
-                rng=self.rng,
-                want_exit=want_exit,
-                subnet_rule=self.config.subnet_rule,
-                avoid=avoid,
-            )
-
-        try:
-            path = choose()
-        except PathError:
-            # records change as links come and go: refresh the view once before giving up
-            await self._refresh_view()
-            path = choose()
-        chan = self.links.chan_of(path[0].node_id)
-        if chan is None:
-            raise PathError("the guard's link went away")
-        circ = await self.driver.build_circuit(chan, [self.hop_of(r) for r in path])
-        self._circuits.append(circ)
-        self._paths[circ] = [r.node_id for r in path]
-        return circ, path
-
-    async def open_stream(self, host: str, port: int) -> OnionStream:
-        """A stream to host:port through a 3-hop circuit to an exit peer (reused while it lives)."""
-        last: Exception | None = None
-        for attempt in range(6):
-            circ = next((c for c in reversed(self._circuits) if c in self.node.circuits), None)
-            if circ is None or attempt:
-                try:
-                    circ, _path = await self.build_circuit()
-                except (PathError, CircuitError) as exc:
-                    last = exc
-                    log.warning("no circuit for a stream yet (attempt %d): %s", attempt + 1, exc)
-                    await asyncio.sleep(1.0)
-                    await self._refresh_view()
-                    continue
-            try:
-                return await self.driver.open_stream(circ, host, port)
-            except (StreamError, CircuitError) as exc:
-                last = exc
-                if isinstance(exc, StreamError) and exc.end_reason is not None:
-                    break  # the exit answered: retrying elsewhere would not change its answer
-        reason = last.end_reason if isinstance(last, StreamError) else None
-        raise StreamOpenError(f"could not open a stream: {last}", reason)
-
-    async def _open_socks_stream(self, host: str, port: int) -> OnionStream:
-        try:
-            return await self.open_stream(host, port)
-        except StreamOpenError:
-            raise
-        except PeerError as exc:
-            raise StreamOpenError(str(exc)) from exc
-
-    # ---- ORDB circuits (DESIGN §5: never our own ORDB, disjoint from guards and neighbours) ---------
-    def eligible_ordbs(self, exclude: set[bytes] | None = None) -> list[PeerRecord]:
-        return eligible_ordbs(
-            self.view,
-            own_node_id=self.keys.node_id,
-            guards=self.guards,
-            neighbours=self.links.neighbour_ids(),
-            exclude=exclude or set(),
-        )
-
-    async def build_ordb_circuit(self, exclude: set[bytes]) -> tuple[int, bytes]:
-        """A circuit of 2 hops then an ORDB chosen uniformly among the eligible ones we can reach.
-
-        Neighbour lists in records lag behind links that move: when an extension fails, the view
-        is refreshed and the choice made again."""
-        errors: list[str] = []
-        if self.config.one_hop_ordb:  # NEGATIVE CONTROL for the anonymity test: breaks DESIGN §5 on purpose
-            for n in self.links.neighbour_ids():
-                rec = self.view.get(n)
-                chan = self.links.chan_of(n)
-                if rec is None or chan is None or n in exclude:
-                    continue
-                circ = await self.driver.build_circuit(chan, [self.hop_of(rec)], timeout=20)
-                return circ, n
-            raise PathError("no neighbour for a 1-hop ORDB circuit")
-        for attempt in range(3):
-            cands = self.eligible_ordbs(exclude)
-            self.rng.shuffle(cands)
-            linked_guards = [g for g in self.guards if g in self.links.neighbours]
-            for target in cands:
-                path = None
-                for before in (2, 3):  # at least 2 hops before an ORDB; 3 when the graph needs it
-                    try:
-                        path = select_path_to(
-                            self.view,
-                            target,
-                            own_node_id=self.keys.node_id,
-                            first_hops=linked_guards,
-                            rng=self.rng,
-                            before=before,
-                            subnet_rule=self.config.subnet_rule,
-                        )
-                        break
-                    except PathError as exc:
-                        errors.append(str(exc))
-                if path is None:
-                    continue
-                chan = self.links.chan_of(path[0].node_id)
-                if chan is None:
-                    continue
-                try:
-                    circ = await self.driver.build_circuit(chan, [self.hop_of(r) for r in path], timeout=20)
-                except CircuitError as exc:
-                    errors.append(str(exc))
-                    continue
-                self._paths[circ] = [r.node_id for r in path]
-                return circ, target.node_id
-            if not cands:
-                errors.append("no eligible ORDB (rule: never our own, our guards or our neighbours)")
-            await self._refresh_view()
-            if attempt:
-                await asyncio.sleep(0.5)
-        raise PathError(f"no circuit to an eligible ORDB: {errors[-1] if errors else 'no candidates'}")
-
-    def _record_dht(self, op: str, hash_name: bytes) -> None:
-        if self.node.recorder is not None:
-            from dht.keys import provider_key
-
-            self.node.recorder(
-                {"kind": "dht", "op": op, "key": provider_key(hash_name), "hash_name": hash_name}
-            )
-
-    async def _publish_provider(self, hash_name: bytes) -> int:
-        """Our provider record for a hash_name into the DHT; how many nodes took it (0: failed)."""
-        self._record_dht("publish_provider", hash_name)
-        host, port = self.dht.address
-        fields = ProviderFields(
-            self.keys.ntor.public,
-            self.keys.seal.public,
-            Route((("udp", f"{host}:{port}"), ("webrtc", host)), tuple(self.bridges)),
-        )
-        try:
-            return await self.dht.publish_provider(hash_name, fields)
-        except (PeerError, OSError) as exc:
-            log.debug("provider record not published: %s", exc)
-            return 0
-
-    async def _find_providers(self, hash_name: bytes) -> list[object]:
-        self._record_dht("find_providers", hash_name)
-        recs = await self.dht.find_providers(hash_name)
-        return [r for r in recs if r.node_id != self.keys.node_id]
-
-    async def _forward_query(self, prov: object, body: bytes) -> tuple[int, int] | None:
-        """ORDB to ORDB (DESIGN §6): link to the ORDB found in the DHT, 1-hop circuit, forward."""
-        assert isinstance(prov, ProviderRecord)
-        lock = self._forward_locks.setdefault(prov.node_id, asyncio.Lock())
-        async with lock:  # one link setup per remote ORDB at a time; later queries reuse it
-            chan = self.links.chan_of(prov.node_id, ordb=True)
-            if chan is None:
-                via = self._signaller_for(prov)  # type: ignore[arg-type]
-                if not via:
-                    return None
-                await self.links.connect(prov, via, purpose=1)  # type: ignore[arg-type]
-                chan = self.links.chan_of(prov.node_id, ordb=True)
-                if chan is None:
-                    return None
-            circ = self._forward_circuits.get(prov.node_id)
-            if circ is None or circ not in self.node.circuits:  # one 1-hop circuit per remote ORDB
-                hop = HopSpec(
-                    prov.node_id,
-                    prov.ntor_key,
-                    (LinkSpecPeerNodeId(prov.node_id), LinkSpecEd25519(prov.identity_key)),
-                )
-                circ = await self.driver.build_circuit(chan, [hop], timeout=20)
-                self._forward_circuits[prov.node_id] = circ
-        sid = self.node.open_db_stream(circ, RelayCommand.DB_QUERY, body)
-        self.driver.flush()
-        return circ, sid
+    def _holder_events(self, e: ev.Event) -> None:
+        if self.holder is not None:
+            self.holder.handle(e)
 
     # ---- sharing and downloading --------------------------------------------------------------
     async def share(self, path: Path, *, encrypt: bool = False, seed: bool = True) -> str:
@@ -621,18 +383,25 @@ class Peer:
 
     def _new_download(self, link: ShareLink) -> Download:
         assert self.store is not None
-        return Download(
+        owner: list[Download] = []  # the download owns the circuits it builds
+
+        async def build(exclude: set[bytes]) -> tuple[int, bytes]:
+            return await self.circuits.build_ordb_circuit(exclude, owner[0].handle)
+
+        d = Download(
             node=self.node,
             kick=self.driver.flush,
             store=self.store,
             hash_name=link.hash_name,
             key=link.key,
-            build_circuit=self.build_ordb_circuit,
-            count_ordbs=lambda: len(self.eligible_ordbs()),
+            build_circuit=build,
+            count_ordbs=lambda: len(self.circuits.eligible_ordbs()),
             on_quarter=self._seed,
             want_circuits=self.config.download_circuits,
             rng=self.rng,
         )
+        owner.append(d)
+        return d
 
     async def _export(self, link: ShareLink, output: Path) -> Path:
         assert self.store is not None
@@ -658,12 +427,7 @@ class Peer:
                 }
                 for n in self.links.neighbours.values()
             ],
-            "circuits": len([c for c in self._circuits if c in self.node.circuits]),
-            "circuit_paths": [
-                [n.hex()[:16] for n in p] for c, p in self._paths.items() if c in self.node.circuits
-            ],
-            "relayed_circuits": len(self.node.circuits)
-            - len([c for c in self._circuits if c in self.node.circuits]),
+            **self.circuits.status(),
             "known_peers": len(self.view),
             "guards": [g.hex()[:16] for g in self.guards],
             "bridges": len(self.bridges),

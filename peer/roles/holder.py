@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from peer.errors import PeerError
+from peer.net.routing import EventRoutes
 from peer.net.tasks import Background
 from peer.proto import events as ev
 from peer.proto.node import OnionNode
@@ -71,8 +72,10 @@ class HolderService:
         announce_delay: tuple[float, float] = (0.2, 2.0),
         ordbs_per_share: int = 2,
         corrupt: bool = False,
+        routes: EventRoutes | None = None,
     ) -> None:
         self.node = node
+        self._routes = routes  # a stream we serve on another's circuit (serve_here) is ours
         self.store = store
         self._kick = kick
         self._build = build_ordb_circuit
@@ -279,6 +282,8 @@ class HolderService:
     async def _deliver(self, circ: int, sid: int, payload: bytes, txid: bytes) -> None:
         s = Serving((circ, sid), asyncio.current_task())
         self.serving[(circ, sid)] = s
+        if self._routes is not None:
+            self._routes.own_stream(circ, sid, self.handle)
         try:
             for i in range(0, len(payload), SEND_CHUNK):
                 if not self.node.stream_send(circ, sid, payload[i : i + SEND_CHUNK]):
@@ -292,6 +297,8 @@ class HolderService:
             pass
         finally:
             self.serving.pop((circ, sid), None)
+            if self._routes is not None:
+                self._routes.release_stream(circ, sid)
 
     async def _serve(self, circ: int, q: DbQuery) -> None:
         try:

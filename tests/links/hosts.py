@@ -24,6 +24,7 @@ from pathlib import Path
 
 from dht.records import PeerRecord
 from peer.errors import PeerError
+from peer.net.circuits import hop_of
 from peer.node import Peer, PeerConfig
 from peer.proto.exitpolicy import ExitPolicy
 
@@ -74,7 +75,7 @@ async def push_through(peer: Peer, via: bytes, exit_id: bytes, port: int, second
     if chan is None:
         raise LookupError("no link to the relay")
     path = [await _record(peer, via), await _record(peer, exit_id)]
-    circ = await peer.driver.build_circuit(chan, [peer.hop_of(r) for r in path])
+    circ = await peer.driver.build_circuit(chan, [hop_of(r) for r in path])
     stream = await peer.driver.open_stream(circ, "127.0.0.1", port)
     chunk = bytes(CHUNK)
     sent = 0

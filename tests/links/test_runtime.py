@@ -50,7 +50,7 @@ async def test_tampered_offer_is_refused_and_no_circuit_uses_it(tmp_path: Path) 
         assert all(not p.links.neighbours for p in peers)
         assert all(not p.node.circuits for p in peers)
         with pytest.raises(PathError, match=r"guard|path"):
-            await peers[0].build_circuit(hops=1, want_exit=False)
+            await peers[0].circuits.build_circuit(hops=1, want_exit=False)
     finally:
         for p in peers:
             await p.stop()
@@ -81,11 +81,11 @@ async def build_when_ready(peer: Peer, hops: int) -> tuple[int, list[object]]:
     """Records list neighbours only once peers republish after their links form: retry briefly."""
     for _ in range(100):
         try:
-            circ, path = await peer.build_circuit(hops=hops, want_exit=False)
+            circ, path = await peer.circuits.build_circuit(hops=hops, want_exit=False)
             return circ, list(path)
         except PathError:
             await asyncio.sleep(0.3)
-    circ, path = await peer.build_circuit(hops=hops, want_exit=False)
+    circ, path = await peer.circuits.build_circuit(hops=hops, want_exit=False)
     return circ, list(path)
 
 

@@ -86,12 +86,12 @@ async def test_tls_links_need_no_signalling_and_carry_a_circuit(
         stream = None
         for _ in range(30):  # records list neighbours once peers republish after their links form
             try:
-                stream = await peers[0].open_stream("127.0.0.1", port)
+                stream = await peers[0].circuits.open_stream("127.0.0.1", port)
                 break
             except Exception:
                 await asyncio.sleep(0.5)
         assert stream is not None, "no stream through TLS links"
-        path = peers[0]._paths[stream.circ]
+        path = peers[0].circuits.paths[stream.circ]
         assert len(path) == 3 and peers[0].keys.node_id not in path
         data = os.urandom(2_000_000)
         got = bytearray()
