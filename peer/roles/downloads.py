@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,26 @@ from peer.roles.fetch import Download, Progress
 from storage.sharelink import ShareLink
 
 DOWNLOADS_FILE = "downloads.json"
+
+log = logging.getLogger(__name__)
+
+
+def _parse_entry(item: object) -> tuple[ShareLink, Path | None, bool] | str:
+    """One entry of DATA/downloads.json as (link, output, done), or why it is unusable (no key in it)."""
+    if not isinstance(item, dict):
+        return "not an object"
+    text, output, done = item.get("link"), item.get("output"), item.get("done", False)
+    if not isinstance(text, str):
+        return "no link"
+    if output is not None and not isinstance(output, str):
+        return "the output is not a path"
+    if not isinstance(done, bool):
+        return "'done' is not true or false"
+    try:
+        link = ShareLink.parse(text)
+    except PeerError as exc:
+        return f"bad link ({exc.kind})"
+    return link, Path(output) if output else None, done
 
 
 @dataclass(eq=False)
@@ -130,17 +151,26 @@ class Downloads:
         atomic_write_private(self._path, json.dumps(items).encode())
 
     async def resume(self, delay: float = 1.0) -> None:
-        """Restart the downloads that were not complete when the peer last stopped (or died)."""
+        """Restart the downloads that were not complete when the peer last stopped (or died).
+
+        An unreadable file or entry is logged and skipped: it never stops the peer."""
         try:
-            items = json.loads(self._path.read_text())
-        except (OSError, ValueError):
+            items = json.loads(self._path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("cannot resume downloads: %s is unreadable (%s)", self._path, exc)
+            return
+        if not isinstance(items, list):
+            log.warning("cannot resume downloads: %s does not hold a list", self._path)
             return
         await asyncio.sleep(delay)  # let links form first
-        for it in items:
-            if it.get("done"):
-                continue
-            with contextlib.suppress(PeerError, ValueError, TypeError, KeyError):
-                self.start(ShareLink.parse(it["link"]), Path(it["output"]) if it.get("output") else None)
+        for n, it in enumerate(items):
+            entry = _parse_entry(it)
+            if isinstance(entry, str):
+                log.warning("skipping entry %d of %s: %s", n, self._path, entry)
+            elif not entry[2]:
+                self.start(entry[0], entry[1])
 
     async def close(self) -> None:
         for d in self._tasks.values():
