@@ -11,7 +11,9 @@ and only pieces that verified are written, so a ``kill -9`` loses at most the
 batch in flight and never leaves a half-written or unverified piece.
 
 Importing and exporting files live in :mod:`storage.importer` and
-:mod:`storage.export`; this module holds the rest of the API.
+:mod:`storage.export`, which reach the store only through the narrow views of
+:mod:`storage.ports` (implemented here by ``_Importing`` and ``_Exporting``);
+this module holds the rest of the API.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import aiosqlite
 
 from peer.crypto.identity import RandBytes
 from peer.errors import StorageError, UsageError
-from storage import schema
+from storage import export, importer, schema
 from storage.encryption import PieceCipher, decrypt_metadata
 from storage.errors import (
     CorruptPiece,
@@ -44,6 +46,7 @@ from storage.errors import (
 )
 from storage.manifest import DEFAULT_PIECE_SIZE, Manifest, parse_manifest
 from storage.merkle import MerkleProof
+from storage.ports import ExportShare, ImportPiece, ImportRecord, SourceVersion
 from storage.sharelink import ShareLink
 from storage.types import (
     Bitfield,
@@ -455,15 +458,13 @@ class ChunkStore:
         progress: Callable[[int, int], None] | None = None,
     ) -> ImportResult:
         """Import a local file in one pass (see :func:`storage.importer.import_file`)."""
-        from storage import importer
-
         src = os.path.abspath(path)
         if src in self._importing:
             raise UsageError("this file is already being imported")
         self._importing.add(src)
         try:
             return await importer.import_file(
-                self,
+                _Importing(self),
                 src,
                 encrypt=encrypt,
                 randbytes=randbytes,
@@ -477,9 +478,7 @@ class ChunkStore:
 
     async def export(self, hash_name: bytes, dest: str | os.PathLike[str], key: bytes | None = None) -> Path:
         """Write the share's plaintext to a file atomically (see :func:`storage.export.export_share`)."""
-        from storage import export
-
-        return await export.export_share(self, hash_name, Path(dest), key)
+        return await export.export_share(_Exporting(self), hash_name, Path(dest), key)
 
     # ----------------------------------------------------------------- shares
     async def link(self, hash_name: bytes) -> ShareLink:
@@ -603,3 +602,125 @@ class ChunkStore:
             (int(state),),
         )
         return [r[0] for r in rows]
+
+
+class _Importing:
+    """:class:`storage.ports.ImportTarget` over one store: what :mod:`storage.importer` may do to it."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self._store = store
+
+    @property
+    def batch_bytes(self) -> int:
+        return self._store.batch_bytes
+
+    async def find_import(self, source: SourceVersion) -> ImportRecord | None:
+        row = await self._store._one(
+            "SELECT s.id, s.manifest, s.link_key, s.publisher_seed, i.salt, i.name, i.mime, i.created_day"
+            " FROM imports i JOIN shares s ON s.id = i.share_id WHERE i.source = ? AND i.source_size = ?"
+            " AND i.source_mtime_ns = ? AND i.encrypt = ? AND i.piece_size = ?",
+            (source.path, source.size, source.mtime_ns, int(source.encrypt), source.piece_size),
+        )
+        return None if row is None else ImportRecord(*row)
+
+    async def drop_unfinished_imports(self, path: str) -> None:
+        for (stale,) in await self._store._query(
+            "SELECT i.share_id FROM imports i JOIN shares s ON s.id = i.share_id"
+            " WHERE i.source = ? AND s.hash_name IS NULL",
+            (path,),
+        ):
+            await self._store._remove_id(stale)
+
+    async def start_import(
+        self,
+        source: SourceVersion,
+        *,
+        piece_count: int,
+        link_key: bytes | None,
+        publisher_seed: bytes,
+        salt: bytes,
+        name: str,
+        mime: str,
+    ) -> int:
+        async with self._store._tx() as w:
+            cur = await w.execute(
+                "INSERT INTO shares(origin, state, piece_count, link_key, publisher_seed, added)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    int(Origin.IMPORTED),
+                    int(DownloadState.IMPORTING),
+                    piece_count,
+                    link_key,
+                    publisher_seed,
+                    self._store._clock(),
+                ),
+            )
+            share_id = cur.lastrowid
+            assert share_id is not None
+            await w.execute(
+                "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    share_id,
+                    source.path,
+                    source.size,
+                    source.mtime_ns,
+                    int(source.encrypt),
+                    source.piece_size,
+                    salt,
+                    name,
+                    mime,
+                ),
+            )
+        return share_id
+
+    async def stored_leaves(self, share_id: int) -> list[tuple[int, bytes]]:
+        lo, hi = schema.share_range(share_id)
+        rows = await self._store._query("SELECT id, leaf FROM pieces WHERE id BETWEEN ? AND ?", (lo, hi))
+        return [(rowid & 0xFFFF_FFFF, leaf) for rowid, leaf in rows]
+
+    async def add_import_pieces(self, share_id: int, pieces: Sequence[ImportPiece]) -> None:
+        lo, _ = schema.share_range(share_id)
+        async with self._store._tx() as w:
+            await w.executemany(
+                "INSERT INTO pieces(id, leaf, proof) VALUES (?, ?, NULL)",
+                [(lo | p.index, p.leaf) for p in pieces],
+            )
+            await w.executemany(
+                "INSERT INTO piece_data(id, data) VALUES (?, ?)", [(lo | p.index, p.data) for p in pieces]
+            )
+            await w.execute(
+                "UPDATE shares SET have_count = have_count + ? WHERE id = ?", (len(pieces), share_id)
+            )
+
+    async def finish_import(self, share_id: int, manifest: Manifest, proofs: Iterable[bytes]) -> None:
+        lo, _ = schema.share_range(share_id)
+        async with self._store._tx() as w:
+            await w.executemany(
+                "UPDATE pieces SET proof = ? WHERE id = ?", ((p, lo | i) for i, p in enumerate(proofs))
+            )
+            await w.execute(
+                "UPDATE shares SET hash_name = ?, manifest = ?, state = ? WHERE id = ?",
+                (manifest.hash_name, manifest.encode(), int(DownloadState.COMPLETE), share_id),
+            )
+
+
+class _Exporting:
+    """:class:`storage.ports.ExportSource` over one store: what :mod:`storage.export` may read."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self._store = store
+
+    @property
+    def batch_bytes(self) -> int:
+        return self._store.batch_bytes
+
+    async def export_share(self, hash_name: bytes, key: bytes | None) -> ExportShare:
+        share = await self._store._share(hash_name)
+        cipher = share.piece_cipher(key)
+        return ExportShare(share.manifest, cipher, key if key is not None else share.key)
+
+    async def get_download_state(self, hash_name: bytes) -> DownloadInfo:
+        return await self._store.get_download_state(hash_name)
+
+    async def verified_pieces(self, hash_name: bytes, first: int, last: int) -> dict[int, bytes]:
+        return await self._store._load(await self._store._share(hash_name), first, last)

@@ -6,6 +6,7 @@ and authenticated) on the way; then the file is fsynced, renamed into place and
 the directory fsynced.  A crash leaves either no file or the whole file (plus, at
 worst, a ``.peersm-*.part`` temporary).  When the destination is a directory the
 file name comes from the share, sanitised, and never replaces an existing file.
+The store is reached only through :class:`storage.ports.ExportSource`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,12 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from peer.errors import UsageError
 from storage.encryption import PieceCipher, decrypt_metadata
 from storage.errors import CorruptPiece, DiskFullError, PieceMissing
 from storage.names import sanitize_name
-
-if TYPE_CHECKING:
-    from storage.chunkstore import ChunkStore
+from storage.ports import ExportSource
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
@@ -84,17 +82,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-async def export_share(store: ChunkStore, hash_name: bytes, dest: Path, key: bytes | None) -> Path:
+async def export_share(store: ExportSource, hash_name: bytes, dest: Path, key: bytes | None) -> Path:
     """Write share ``hash_name`` to ``dest`` (a directory, or a file path to create or replace)."""
-    share = await store._share(hash_name)
+    share = await store.export_share(hash_name, key)
     m = share.manifest
     if m.live:
         raise UsageError("a live stream cannot be exported")
-    cipher = share.piece_cipher(key)
+    cipher = share.cipher
     if m.encrypted:
-        meta_key = key if key is not None else share.key
-        assert meta_key is not None
-        name = decrypt_metadata(meta_key, m.salt, m.meta).name
+        assert share.key is not None
+        name = decrypt_metadata(share.key, m.salt, m.meta).name
     else:
         name = m.name
     info = await store.get_download_state(hash_name)
@@ -111,7 +108,7 @@ async def export_share(store: ChunkStore, hash_name: bytes, dest: Path, key: byt
         per_batch = max(1, store.batch_bytes // m.piece_size)
         for first in range(0, m.piece_count, per_batch):
             last = min(m.piece_count, first + per_batch) - 1
-            got = await store._load(share, first, last)
+            got = await store.verified_pieces(hash_name, first, last)
             if len(got) != last - first + 1:
                 raise CorruptPiece("a stored piece was corrupt and has been dropped; fetch it again")
             plain = await asyncio.to_thread(_decrypt_all, cipher, sorted(got.items()))

@@ -12,6 +12,8 @@ link key and the publisher key are committed before the first piece, so calling
 (it reads their leaf hashes back from the database) and carries on.  The final
 transaction fills in every proof and publishes the signed manifest at once.
 A publisher key is made fresh for each share.
+
+The store is reached only through :class:`storage.ports.ImportTarget`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ import asyncio
 import mimetypes
 import os
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from peer.crypto.identity import RandBytes, SigningKey
 from peer.errors import UsageError
-from storage import schema
 from storage.encryption import Metadata, PieceCipher, encrypt_metadata
 from storage.errors import SourceChanged
 from storage.manifest import (
@@ -38,14 +39,12 @@ from storage.manifest import (
 )
 from storage.merkle import HASH_LEN, MAX_PIECES, MerkleTree, leaf_hash
 from storage.names import truncate_utf8
+from storage.ports import ImportPiece, ImportTarget, SourceVersion
 from storage.sharelink import ShareLink
-from storage.types import DownloadState, ImportResult, Origin
-
-if TYPE_CHECKING:
-    from storage.chunkstore import ChunkStore
+from storage.types import ImportResult
 
 DEFAULT_MIME = "application/octet-stream"
-Batch = list[tuple[int, bytes, bytes]]
+Batch = list[ImportPiece]
 
 
 def _read_batch(
@@ -60,7 +59,7 @@ def _read_batch(
             raise SourceChanged("the file shrank while it was imported")
         if cipher is not None:
             data = cipher.encrypt(i, data)
-        out.append((i, leaf_hash(data), data))
+        out.append(ImportPiece(i, leaf_hash(data), data))
     return out
 
 
@@ -77,7 +76,7 @@ def _batches(have: bytearray, per_batch: int) -> Iterator[list[int]]:
 
 
 async def import_file(
-    store: ChunkStore,
+    store: ImportTarget,
     path: str | os.PathLike[str],
     *,
     encrypt: bool,
@@ -98,66 +97,36 @@ async def import_file(
     if count > MAX_PIECES:
         raise UsageError("file too large for this piece size")
 
-    row = await store._one(
-        "SELECT s.id, s.hash_name, s.manifest, s.link_key, s.publisher_seed, i.salt, i.name, i.mime, i.created_day"
-        " FROM imports i JOIN shares s ON s.id = i.share_id WHERE i.source = ? AND i.source_size = ?"
-        " AND i.source_mtime_ns = ? AND i.encrypt = ? AND i.piece_size = ?",
-        (src, st.st_size, st.st_mtime_ns, int(encrypt), piece_size),
-    )
-    if row is not None and row[1] is not None:  # already imported, unchanged: nothing to do
-        m = Manifest.decode(row[2])
-        return ImportResult(row[1], ShareLink(row[1], m.name or None, row[3]), m, 0, count)
-    if row is None:
+    source = SourceVersion(src, st.st_size, st.st_mtime_ns, encrypt, piece_size)
+    record = await store.find_import(source)
+    if record is not None and record.manifest is not None:  # already imported, unchanged: nothing to do
+        m = Manifest.decode(record.manifest)
+        return ImportResult(m.hash_name, ShareLink(m.hash_name, m.name or None, record.link_key), m, 0, count)
+    if record is None:
         # A different version of this file was being imported: its pieces are useless now.
-        for (stale,) in await store._query(
-            "SELECT i.share_id FROM imports i JOIN shares s ON s.id = i.share_id"
-            " WHERE i.source = ? AND s.hash_name IS NULL",
-            (src,),
-        ):
-            await store._remove_id(stale)
+        await store.drop_unfinished_imports(src)
         share_name = truncate_utf8(name if name is not None else os.path.basename(src), 255)
         share_mime = mime if mime is not None else (mimetypes.guess_type(share_name)[0] or DEFAULT_MIME)
         salt, seed = randbytes(SALT_LEN), randbytes(32)
         key = randbytes(32) if encrypt else None
-        async with store._tx() as w:
-            cur = await w.execute(
-                "INSERT INTO shares(origin, state, piece_count, link_key, publisher_seed, added) VALUES (?, ?, ?, ?, ?, ?)",
-                (int(Origin.IMPORTED), int(DownloadState.IMPORTING), count, key, seed, store._clock()),
-            )
-            share_id = cur.lastrowid
-            await w.execute(
-                "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (
-                    share_id,
-                    src,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    int(encrypt),
-                    piece_size,
-                    salt,
-                    share_name,
-                    share_mime,
-                ),
-            )
+        share_id = await store.start_import(
+            source,
+            piece_count=count,
+            link_key=key,
+            publisher_seed=seed,
+            salt=salt,
+            name=share_name,
+            mime=share_mime,
+        )
         created_day = 0
     else:
-        share_id, key, seed, salt, share_name, share_mime, created_day = (
-            row[0],
-            row[3],
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            row[8],
-        )
-    assert share_id is not None
+        share_id, key, seed, salt = record.share_id, record.link_key, record.publisher_seed, record.salt
+        share_name, share_mime, created_day = record.name, record.mime, record.created_day
 
     # Leaves of the pieces an interrupted run already stored.
     leaves = bytearray(HASH_LEN * count)
     have = bytearray(count)
-    lo, hi = schema.share_range(share_id)
-    for rowid, leaf in await store._query("SELECT id, leaf FROM pieces WHERE id BETWEEN ? AND ?", (lo, hi)):
-        i = rowid & 0xFFFF_FFFF
+    for i, leaf in await store.stored_leaves(share_id):
         leaves[i * HASH_LEN : (i + 1) * HASH_LEN] = leaf
         have[i] = 1
     reused = sum(have)
@@ -176,37 +145,21 @@ async def import_file(
             )
 
         pending = start(next(batches, None))
-        while pending is not None:
-            rows = await pending
-            pending = start(next(batches, None))
-            try:
-                async with store._tx() as w:
-                    await w.executemany(
-                        "INSERT INTO pieces(id, leaf, proof) VALUES (?, ?, NULL)",
-                        [
-                            (
-                                lo | i,
-                                lf,
-                            )
-                            for i, lf, _ in rows
-                        ],
-                    )
-                    await w.executemany(
-                        "INSERT INTO piece_data(id, data) VALUES (?, ?)", [(lo | i, d) for i, _, d in rows]
-                    )
-                    await w.execute(
-                        "UPDATE shares SET have_count = have_count + ? WHERE id = ?", (len(rows), share_id)
-                    )
-            except BaseException:
-                if pending is not None:
-                    pending.cancel()
-                    await asyncio.gather(pending, return_exceptions=True)
-                raise
-            for i, lf, _ in rows:
-                leaves[i * HASH_LEN : (i + 1) * HASH_LEN] = lf
-            written += len(rows)
-            if progress is not None:
-                progress(reused + written, count)
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = start(next(batches, None))
+                await store.add_import_pieces(share_id, rows)
+                for p in rows:
+                    leaves[p.index * HASH_LEN : (p.index + 1) * HASH_LEN] = p.leaf
+                written += len(rows)
+                if progress is not None:
+                    progress(reused + written, count)
+        except BaseException:  # a failed write, a failed read, cancellation or the progress callback
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+            raise
         after = os.fstat(f.fileno())
     if after.st_size != st.st_size or after.st_mtime_ns != st.st_mtime_ns:
         raise SourceChanged("the file changed while it was imported; import it again")
@@ -232,16 +185,6 @@ async def import_file(
     )
     manifest = sign_manifest(unsigned, publisher)
     hash_name = manifest.hash_name
-
-    def proofs() -> Iterator[tuple[bytes, int]]:
-        for i, proof in enumerate(tree.encoded_proofs()):
-            yield proof, lo | i
-
-    async with store._tx() as w:
-        await w.executemany("UPDATE pieces SET proof = ? WHERE id = ?", proofs())
-        await w.execute(
-            "UPDATE shares SET hash_name = ?, manifest = ?, state = ? WHERE id = ?",
-            (hash_name, manifest.encode(), int(DownloadState.COMPLETE), share_id),
-        )
+    await store.finish_import(share_id, manifest, tree.encoded_proofs())
     link = ShareLink(hash_name, None if encrypt else (share_name or None), key)
     return ImportResult(hash_name, link, manifest, written, reused)
