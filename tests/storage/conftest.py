@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from storage import ChunkStore
+from storage import ChunkStore, merkle
 
 
 def write_file(path: Path, size: int, seed: int) -> Path:
@@ -21,6 +23,21 @@ def write_file(path: Path, size: int, seed: int) -> Path:
             f.write(rng.randbytes(n))
             left -= n
     return path
+
+
+def count_leaf_hashes(monkeypatch: pytest.MonkeyPatch) -> Counter[bytes]:
+    """Count, per piece (by its bytes), the leaf hashes computed from now on, in every loaded module."""
+    seen: Counter[bytes] = Counter()
+    real = merkle.leaf_hash
+
+    def counting(data: bytes) -> bytes:
+        seen[bytes(data)] += 1
+        return real(data)
+
+    for mod in list(sys.modules.values()):
+        if vars(mod).get("leaf_hash") is real:
+            monkeypatch.setattr(mod, "leaf_hash", counting)
+    return seen
 
 
 @pytest.fixture
