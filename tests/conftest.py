@@ -26,16 +26,23 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+#: needs_tool marker and CI's skip rules (PEERSM_REQUIRE_TOR, PEERSM_FAIL_ON_SKIP); pytester for its tests.
+pytest_plugins = ("tests.skippolicy", "pytester")
+
 #: End-to-end tests that never get a rerun: a leak that shows once is a leak.
 NO_RERUN = {"test_anonymity.py"}
+E2E_DIR = Path(__file__).parent / "e2e"
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: CI's split (.ci/run) relies on the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Multi-process end-to-end tests (marker ``e2e``) on a shared 2-core machine can lose a race that
-    has nothing to do with what they check; they get one rerun, which pytest reports (an ``R`` in the
-    progress line and "N rerun" in the summary), so a flaky test stays visible. Unit, property and
-    protocol tests get none."""
+    """Every test under tests/e2e is an ``e2e`` test.  Multi-process end-to-end tests on a shared
+    2-core machine can lose a race that has nothing to do with what they check; they get one rerun,
+    which pytest reports (an ``R`` in the progress line and "N rerun" in the summary), so a flaky test
+    stays visible. Unit, property and protocol tests get none."""
     for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
         if item.get_closest_marker("e2e") is not None and item.path.name not in NO_RERUN:
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
 

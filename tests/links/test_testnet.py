@@ -84,7 +84,7 @@ def curl(
     )
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install -y curl)")
+@pytest.mark.needs_tool("curl")
 def test_curl_20mb_through_three_webrtc_hops(tmp_path: Path, www: tuple[int, bytes]) -> None:
     port, digest = www
     state = start_net(tmp_path / "net")
@@ -107,7 +107,7 @@ def test_curl_20mb_through_three_webrtc_hops(tmp_path: Path, www: tuple[int, byt
         stop_testnet(tmp_path / "net")
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install -y curl)")
+@pytest.mark.needs_tool("curl")
 def test_killed_middle_peer(tmp_path: Path, www: tuple[int, bytes]) -> None:
     port, _digest = www
     state = start_net(tmp_path / "net")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import socket
 
 import pytest
@@ -64,7 +63,7 @@ def request_bytes(atyp: int, addr: bytes, port: int, cmd: int = 1) -> bytes:
     return head + addr + port.to_bytes(2, "big")
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.needs_tool("curl")
 async def test_curl_socks5_hostname_fetches_intact() -> None:
     web = await http_server()
     web_port = web.sockets[0].getsockname()[1]

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -125,7 +124,7 @@ async def test_tor_get_failures_are_clear(tornet: TorNet, web: int, tmp_path: Pa
         assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.needs_tool("curl")
 async def test_curl_through_tor_socks(tornet: TorNet, web: int, tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *tor_cmd(tornet, "socks", tmp_path / "data", "--listen", "127.0.0.1:0"),

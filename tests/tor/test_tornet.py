@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import time
 
 import pytest
@@ -101,7 +100,7 @@ async def test_real_relay_certs_match_consensus(tornet: TorNet, tmp_path) -> Non
         check_expected_identity(proved, relays[1].rsa_id, relays[1].ed25519_id)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.needs_tool("curl")
 async def test_tor_client_reaches_a_local_server(tornet: TorNet) -> None:
     """The harness's tor client can fetch from 127.0.0.1 through the exit (what the benchmark uses)."""
     body = b"hello through tor\n" * 1000
