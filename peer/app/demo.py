@@ -100,9 +100,16 @@ def _report(v: Views, h: bytes) -> None:
             parts.append("the requester's address (linked to it)")
         if knows_hol:
             parts.append("the holder's address (linked to it)")
-        parts.append("the hash_name (as an ORDB)" if content else "not the hash_name")
+        if content:
+            ends = v.ordb_for(name, h)
+            of = " and ".join(role for end, role in ((req, "requester's"), (hol, "holder's")) if end in ends)
+            parts.append(
+                f"the hash_name (as an ORDB of the {of} circuits)" if of else "the hash_name (as an ORDB)"
+            )
+        else:
+            parts.append("not the hash_name")
         _say(f"  {name:7} saw {', '.join(parts)}")
-    leaks = v.who_links(req, h) + v.who_links(hol, h)
+    leaks = v.leaks(req, h) + v.leaks(hol, h)
     _say(
         "  bridge  saw sealed offers and answers only"
         + ("" if not any(h.hex() in b for b in v.bridge) else " — and the hash_name (unexpected!)")

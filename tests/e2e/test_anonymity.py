@@ -4,9 +4,11 @@ Every process of a testnet records, behind an explicit test flag, its neighbours
 circuit it is part of with the neighbour before it, every relay payload it decrypted, its
 DHT operations, and (the bridge) all its traffic.  The check: no process other than the
 requester holds both the requester's identity (as the previous hop of a circuit) and the
-hash_name (or its DHT key) in that circuit's context; likewise for the holder; the
-requester never asks the DHT; the bridge never sees a hash_name.  A negative control — a
-requester that uses 1-hop circuits to its ORDBs — must make the check fail.
+hash_name (or its DHT key) in that circuit's context; likewise for the holder; the requester
+never asks the DHT; the bridge never sees a hash_name.  Nor may an ORDB that sees the
+hash_name on a circuit an end built have a direct link to that end at the time (its own test,
+marked xfail while the known leak it found stands).  A negative control — a requester that
+uses 1-hop circuits to its ORDBs — must make both checks fail.
 """
 
 from __future__ import annotations
@@ -76,6 +78,28 @@ def test_nobody_links_requester_or_holder_to_the_content(net: dict[str, Any], tm
     assert v.bridge and not any(h.hex() in b for b in v.bridge), "the bridge saw the hash_name"
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known leak (found by this check): a requester's ORDB can hold a direct ORDB-to-ORDB link "
+    "to the requester while it handles the requester's query (ORDB eligibility and the retirement of "
+    "ORDB circuits look at neighbours and guards, not at ORDB links; the requester may itself be an "
+    "ORDB the query is forwarded to)",
+)
+def test_no_ordb_is_directly_linked_to_the_end_it_serves(net: dict[str, Any], tmp_path: Path) -> None:
+    """An ORDB that sees the hash_name on a circuit an end built must not have a direct link to that
+    end at the time (it would hold the end's address and what it asks for or serves together)."""
+    h = share_and_get(net, tmp_path, HOLDER, REQUESTER, "linked.bin")
+    time.sleep(1.0)
+    v = Views(net["dir"])
+    req, hol = f"peer{REQUESTER}", f"peer{HOLDER}"
+    # the records follow circuits back to the end that built them (else the check sees nothing)
+    seen = [(p, c) for (p, c), ps in v.payloads.items() if any(h.hex() in x for x in ps)]
+    origins = {v.origin_of(p, c) for p, c in seen}
+    assert req in origins and hol in origins, f"no ORDB circuit traced back to an end: {origins}"
+    assert v.leaks(req, h) == [], "an ORDB of the requester's circuits was linked to it"
+    assert v.leaks(hol, h) == [], "an ORDB of the holder's circuits was linked to it"
+
+
 def test_negative_control_one_hop_ordb_is_caught(net: dict[str, Any], tmp_path: Path) -> None:
     """A requester whose ORDB circuits are 1 hop: its ORDB sees it and the hash_name together."""
     h = share_and_get(net, tmp_path, HOLDER, UNSAFE, "unsafe.bin")
@@ -89,3 +113,4 @@ def test_negative_control_one_hop_ordb_is_caught(net: dict[str, Any], tmp_path: 
     assert leaks, (
         f"the check missed the 1-hop ORDB leak: origins {sorted(v.origins[me])[:6]} seen {seen_by[:6]}"
     )
+    assert v.linked_ordbs(me, h), "the direct-link check missed the 1-hop ORDB (linked to the requester)"
