@@ -452,6 +452,8 @@ class OrdbService:
     def status(self) -> dict[str, object]:
         return {
             "hash_names": len(self.holders),
+            # per hash_name (first 8 bytes): the announce streams of the holders listed for it
+            "holders": {hn.hex()[:16]: [list(h.stream) for h in hs] for hn, hs in self.holders.items()},
             "open_queries": len(self.queries),
             **self.stats,
             "last_forward_error": self.last_forward_error,
