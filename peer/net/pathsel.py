@@ -36,7 +36,7 @@ def select_path(
     """Choose ``hops`` peers; ``first_hops`` are the guards we hold links to."""
     if not 1 <= hops <= 8:
         raise PathError("a circuit has 1 to 8 hops")
-    starts = [view.get(n) for n in first_hops if n not in avoid]
+    starts = [view.get(n) for n in first_hops if n not in avoid and n != own_node_id]
     guards = [r for r in starts if r is not None and r.stable]
     if not guards:
         raise PathError("no guard: no linked stable peer with a valid record (rule: first hop is a guard)")
@@ -104,7 +104,11 @@ def select_path_to(
     if before < 2:
         raise PathError("at least 2 hops before an ORDB (rule: the ORDB must not see our address)")
     target_nets = _subnets(target)
-    guards = [r for n in first_hops if (r := view.get(n)) is not None and r.stable and n != target.node_id]
+    guards = [
+        r
+        for n in first_hops
+        if (r := view.get(n)) is not None and r.stable and n not in (own_node_id, target.node_id)
+    ]
     if not guards:
         raise PathError("no guard: no linked stable peer with a valid record (rule: first hop is a guard)")
     rng.shuffle(guards)
@@ -117,10 +121,13 @@ def select_path_to(
             reasons.add("the hop before the ORDB is not linked to it (rule: extend only over links)")
             return None
         cands = [r for n in path[-1].neighbours if (r := view.get(n)) is not None]
+        if not cands:
+            reasons.add("no known neighbour to extend to (rule: each hop is a neighbour of the previous one)")
         rng.shuffle(cands)
         for rec in cands:
             nid = rec.node_id
             if nid in used or nid in (own_node_id, target.node_id):
+                reasons.add("not enough distinct peers (rule: no peer twice, never ourselves or the ORDB)")
                 continue
             rnets = _subnets(rec)
             if subnet_rule and rnets & nets:
@@ -134,6 +141,7 @@ def select_path_to(
     for g in guards:
         gnets = _subnets(g)
         if subnet_rule and gnets & target_nets:
+            reasons.add("the guard shares a /16 with the ORDB (rule: no two hops in one /16)")
             continue
         found = extend([g], {g.node_id}, gnets | target_nets)
         if found is not None:

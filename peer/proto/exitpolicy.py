@@ -3,12 +3,16 @@
 The default policy rejects everything (DESIGN §5: exits are opt-in).  A policy is a
 list of rules tried in order: ``accept 127.0.0.1:*``, ``reject *:25``, ``accept *:80-443``.
 Host names are matched literally ("*" matches any); the policy is checked before any
-resolution, so a name is accepted only by a "*" host rule or an exact name rule.
+resolution, so a name is accepted only by a "*" host rule or an exact name rule.  A rule's
+host is "*", an address or network (IPv6 in brackets, tor's ``[2001:db8::]/32`` too) or a
+DNS name; anything else is a parse error, never a rule that silently matches nothing.  An
+IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is matched as the IPv4 address it reaches.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from peer.errors import UsageError
@@ -31,9 +35,34 @@ class ExitRule:
         except ValueError:
             return host.lower().rstrip(".") == self.host.lower().rstrip(".")
         try:
-            return ipaddress.ip_address(host.strip("[]")) in net
+            ip = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return False
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return ip in net or (mapped is not None and mapped in net)
+
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _rule_host(text: str) -> str:
+    """A rule's host, checked: "*", an address or network, or a DNS name; else ValueError."""
+    if text == "*":
+        return text
+    addr, slash, bits = text.partition("/")
+    if addr.startswith("[") and addr.endswith("]"):
+        addr = addr[1:-1]
+    elif text.startswith("[") and text.endswith("]"):
+        addr, slash, bits = text[1:-1].partition("/")
+    host = addr + slash + bits
+    try:
+        ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        if slash or not _NAME.fullmatch(host) or len(host) > 253:
+            raise
+    return host
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +88,20 @@ class ExitPolicy:
                     raise ValueError
                 if ports == "*":
                     lo, hi = 1, 65535
-                elif "-" in ports:
-                    a, b = ports.split("-", 1)
-                    lo, hi = int(a), int(b)
                 else:
-                    lo = hi = int(ports)
+                    a, dash, b = ports.partition("-")
+                    if not _PORT.fullmatch(a) or (dash and not _PORT.fullmatch(b)):
+                        raise ValueError
+                    lo = int(a)
+                    hi = int(b) if dash else lo
                 if not 1 <= lo <= hi <= 65535:
                     raise ValueError
+                host = _rule_host(host)
             except ValueError:
                 raise UsageError(
                     f"bad exit policy rule {item!r}: want 'accept|reject HOST:PORT[-PORT]|*'"
                 ) from None
-            rules.append(ExitRule(verb == "accept", host.strip("[]"), lo, hi))
+            rules.append(ExitRule(verb == "accept", host, lo, hi))
         return cls(tuple(rules))
 
     def allows(self, host: str, port: int) -> bool:
