@@ -1,0 +1,407 @@
+"""The requester's fetch decisions, sans-I/O (DESIGN §5-6, docs/ordb-protocol.md).
+
+:class:`FetchScheduler` is told what happens on one download's circuits (a circuit built or
+closed, a query answered, a piece verified or not) together with ``now``, and returns actions
+(:data:`Action`) that :class:`peer.roles.fetch.Download` carries out on the onion core.  It
+owns the missing pieces, the queries in flight on each circuit, each circuit's delivery rate,
+the replacement of slow or stalling circuits, the end-game and the BAD_PIECE policy.  It does
+no I/O, reads no clock, and draws only from the rng it is given.
+
+Queries are named by the scheduler's own ids (``Request.query``); the stream id the onion core
+gives a query is the caller's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from peer.errors import WireError
+from peer.wire.ordb import DbEndReason
+
+SLOTS_PER_CIRCUIT = 2  # queries in flight per circuit: the next is asked before the current one ends
+MAX_BLOCK = 32  # pieces per query
+STALL_AFTER = 8.0  # seconds without data before a query is abandoned
+FIRST_ANSWER_WITHIN = 30.0  # seconds for the first DB_CONNECTED of a query
+SLOW_FACTOR = 0.3  # a circuit slower than this fraction of the best is replaced
+MIN_AGE_FOR_SLOW = 4.0  # seconds a circuit has before it can be called slow
+MAX_FAILURES = 2  # stalls, bad pieces, malformed or refused deliveries before a circuit is replaced
+NO_CIRCUIT_GIVE_UP = 30.0  # seconds with no working circuit before the download fails
+RETIRE_COOLDOWN = 10.0  # seconds before a download goes back to an ORDB whose circuit it retired
+COUNTERS = 3  # a requester's loop counter is picked at random in 0..2 (DESIGN §6)
+
+
+class Rng(Protocol):
+    def randrange(self, start: int, stop: int, /) -> int: ...
+
+
+# ---- actions -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Open a query stream on ``circ`` with DB_QUERY(first, count, counter); count 0: the manifest."""
+
+    circ: int
+    query: int
+    first: int
+    count: int
+    counter: int
+
+    @property
+    def pieces(self) -> range:
+        return range(self.first, self.first + self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class EndQuery:
+    """Forget a query; send DB_END ``reason`` on its stream unless ``reason`` is None (already over)."""
+
+    circ: int
+    query: int
+    reason: DbEndReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBadPiece:
+    """End a query with DB_END BAD_PIECE: its ORDB drops the holder that served it."""
+
+    circ: int
+    query: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceCircuit:
+    """Destroy ``circ``; a circuit to another ORDB takes its place."""
+
+    circ: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Every piece is verified."""
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The download cannot go on."""
+
+    reason: str
+
+
+Action = Request | EndQuery | ReportBadPiece | ReplaceCircuit | Done | GiveUp
+
+
+# ---- state ---------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Query:
+    id: int
+    circ: int
+    first: int
+    count: int  # 0 for the manifest
+    sent: float
+    last_data: float
+    connected: float | None = None
+    got: int = 0  # bytes of the current delivery
+    duplicate: bool = False  # an end-game query
+
+    @property
+    def pieces(self) -> range:
+        return range(self.first, self.first + self.count)
+
+
+@dataclass(eq=False)
+class FetchCircuit:
+    circ: int
+    ordb: bytes
+    created: float
+    queries: dict[int, Query] = field(default_factory=dict)
+    rate: float | None = None  # bytes/s, smoothed
+    rtt: float | None = None  # seconds, smoothed
+    bytes: int = 0
+    failures: int = 0
+    retired: bool = False
+
+    def observe_rate(self, r: float) -> None:
+        self.rate = r if self.rate is None else 0.7 * self.rate + 0.3 * r
+
+    def observe_rtt(self, r: float) -> None:
+        self.rtt = r if self.rtt is None else 0.8 * self.rtt + 0.2 * r
+
+
+class FetchScheduler:
+    """What one download asks of which circuit, and which circuits it gives up."""
+
+    def __init__(self, rng: Rng) -> None:
+        self.rng = rng
+        self.circuits: dict[int, FetchCircuit] = {}
+        self.queries: dict[int, Query] = {}
+        self.used_ordbs: set[bytes] = set()
+        self.cooldown: dict[bytes, float] = {}  # ORDB -> not before this time
+        self.missing: set[int] = set()
+        self.inflight: dict[int, int] = {}  # piece -> number of queries asking for it
+        self.piece_size = 0  # 0 until the manifest is known
+        self.bad_pieces = 0
+        self.replaced = 0
+        self._ids = 0
+        self._no_circuit_since: float | None = None
+
+    # ---- circuits --------------------------------------------------------------------------------
+    def live(self) -> list[FetchCircuit]:
+        return [c for c in self.circuits.values() if not c.retired]
+
+    def add_circuit(self, circ: int, ordb: bytes, now: float) -> None:
+        self.used_ordbs.add(ordb)
+        self.circuits[circ] = FetchCircuit(circ, ordb, now)
+
+    def avoid(self, now: float) -> set[bytes]:
+        """ORDBs a new circuit must not end at: those in use, and those retired a moment ago."""
+        busy = {c.ordb for c in self.live()}
+        return busy | {o for o, until in self.cooldown.items() if until > now}
+
+    def circuit_closed(self, circ: int) -> list[Action]:
+        """The circuit is gone: its queries are forgotten and their pieces go back to the queue."""
+        fc = self.circuits.get(circ)
+        if fc is None:
+            return []
+        out: list[Action] = []
+        for q in list(fc.queries.values()):
+            out += self._drop(q, None)
+        fc.retired = True
+        return out
+
+    def retire_ordbs(self, ids: Container[bytes], why: str, now: float) -> list[Action]:
+        """Replace every circuit that ends at one of ``ids``."""
+        out: list[Action] = []
+        for fc in self.live():
+            if fc.ordb in ids:
+                self._retire(fc, why, now, out)
+        return out
+
+    def police(self, now: float) -> list[Action]:
+        """Abandon stalled queries; replace circuits that keep failing, or much slower than the best."""
+        out: list[Action] = []
+        live = self.live()
+        for fc in live:
+            for q in list(fc.queries.values()):
+                # before its first answer a query may be travelling to another ORDB (which may
+                # have to open a link first): give it longer than a delivery that went quiet
+                limit = STALL_AFTER if q.connected is not None else FIRST_ANSWER_WITHIN
+                if now - max(q.sent, q.last_data) > limit:
+                    fc.failures += 1
+                    out += self._drop(q, DbEndReason.FINISHED)
+            if fc.failures >= MAX_FAILURES:
+                self._retire(fc, "queries stall", now, out)
+        rated = [c for c in live if c.rate is not None and not c.retired]
+        if len(rated) >= 3:
+            best = max(c.rate or 0.0 for c in rated)
+            for fc in rated:
+                if (fc.rate or 0.0) < SLOW_FACTOR * best and now - fc.created > MIN_AGE_FOR_SLOW:
+                    self._retire(fc, "much slower than the others", now, out)
+                    break  # one at a time
+        for circ in [c for c, fc in self.circuits.items() if fc.retired]:
+            fc = self.circuits.pop(circ)
+            for q in list(fc.queries.values()):
+                out += self._drop(q, None)
+        return out
+
+    def stranded(self, now: float) -> GiveUp | None:
+        """GiveUp once no circuit has worked for ``NO_CIRCUIT_GIVE_UP`` seconds (asked after rebuilding)."""
+        if self.live():
+            self._no_circuit_since = None
+        elif self._no_circuit_since is None:
+            self._no_circuit_since = now
+        elif now - self._no_circuit_since > NO_CIRCUIT_GIVE_UP:
+            return GiveUp("interrupted: every circuit to an ORDB failed and none could be rebuilt")
+        return None
+
+    def _retire(self, fc: FetchCircuit, why: str, now: float, out: list[Action]) -> None:
+        if fc.retired:
+            return
+        fc.retired = True
+        self.cooldown[fc.ordb] = now + RETIRE_COOLDOWN * (1 + fc.failures)
+        self.replaced += 1
+        for q in list(fc.queries.values()):
+            out += self._drop(q, DbEndReason.FINISHED)
+        out.append(ReplaceCircuit(fc.circ, why))
+
+    # ---- pieces ----------------------------------------------------------------------------------
+    def set_pieces(self, piece_count: int, piece_size: int, have: Container[int]) -> None:
+        """The manifest is known: every piece not in ``have`` is to be fetched."""
+        self.piece_size = piece_size
+        self.missing = {i for i in range(piece_count) if i not in have}
+
+    @property
+    def done(self) -> bool:
+        return self.piece_size > 0 and not self.missing
+
+    def ask_manifest(self, now: float) -> list[Request]:
+        """One manifest query on every working circuit."""
+        return [self._request(fc, 0, 0, now) for fc in self.live()]
+
+    def schedule(self, now: float) -> list[Action]:
+        """Fill the free query slots, fastest circuit first; ``[Done()]`` once nothing is missing."""
+        if self.piece_size == 0:
+            return []
+        if not self.missing:
+            return [Done()]
+        out: list[Action] = []
+        free = [c for c in self.live() if len(c.queries) < SLOTS_PER_CIRCUIT]
+        if not free:
+            return out
+        rates = [c.rate for c in self.circuits.values() if c.rate]
+        default = sorted(rates)[len(rates) // 2] if rates else None
+        free.sort(key=lambda c: -(c.rate or default or 1e12))  # unknown ones get a chance
+        ps = self.piece_size
+        for fc in free:
+            while len(fc.queries) < SLOTS_PER_CIRCUIT:
+                rate = fc.rate or default or 4 * ps
+                want = max(2, min(MAX_BLOCK, int(rate * 1.0 / ps)))  # about a second of this circuit
+                run = self._next_run(want)
+                if run is None:
+                    run = self._endgame_run(fc)
+                    if run is None:
+                        return out
+                first, count, dup = run
+                r = self._request(fc, first, count, now)
+                self.queries[r.query].duplicate = dup
+                out.append(r)
+        return out
+
+    def _next_run(self, want: int) -> tuple[int, int, bool] | None:
+        """The lowest missing piece nobody is fetching, and the run of such pieces after it."""
+        idle = sorted(i for i in self.missing if not self.inflight.get(i))
+        if not idle:
+            return None
+        first = idle[0]
+        count = 1
+        while count < want and first + count in self.missing and not self.inflight.get(first + count):
+            count += 1
+        return first, count, False
+
+    def _endgame_run(self, fc: FetchCircuit) -> tuple[int, int, bool] | None:
+        """End-game: ask this circuit for pieces another circuit is still bringing."""
+        for q in sorted(self.queries.values(), key=lambda q: q.sent):
+            if q.circ == fc.circ or q.count == 0:
+                continue
+            rest = [i for i in q.pieces if i in self.missing and self.inflight.get(i, 0) < 2]
+            if rest:
+                first = rest[0]
+                count = 1
+                while first + count in rest:
+                    count += 1
+                return first, count, True
+        return None
+
+    def _request(self, fc: FetchCircuit, first: int, count: int, now: float) -> Request:
+        self._ids += 1
+        q = Query(self._ids, fc.circ, first, count, now, now)
+        fc.queries[q.id] = q
+        self.queries[q.id] = q
+        for i in q.pieces:
+            self.inflight[i] = self.inflight.get(i, 0) + 1
+        return Request(fc.circ, q.id, first, count, self.rng.randrange(0, COUNTERS))
+
+    # ---- deliveries ------------------------------------------------------------------------------
+    def connected(self, query: int, now: float) -> None:
+        """DB_CONNECTED: a delivery starts (a second one means another holder starts over)."""
+        q = self.queries.get(query)
+        if q is None:
+            return
+        if q.connected is None:
+            q.connected = now
+            self.circuits[q.circ].observe_rtt(now - q.sent)
+        q.got = 0
+
+    def received(self, query: int, nbytes: int, now: float) -> None:
+        """DB_DATA of ``nbytes``."""
+        q = self.queries.get(query)
+        if q is None:
+            return
+        q.last_data = now
+        q.got += nbytes
+        self.circuits[q.circ].bytes += nbytes
+
+    def accept(self, query: int, index: int) -> bool:
+        """Is piece ``index`` of this query still wanted (False: an end-game duplicate)?"""
+        q = self.queries.get(query)
+        if q is None:
+            return False
+        if index not in q.pieces:
+            raise WireError("a piece the query did not ask for")
+        return index in self.missing
+
+    def verified(self, index: int) -> None:
+        """Piece ``index`` passed verification: it is no longer missing (a copy still on its way is not stored)."""
+        self.missing.discard(index)
+
+    def bad_piece(self, query: int, now: float) -> list[Action]:
+        """A piece failed verification: report it to the ORDB (which drops that holder for the
+        hash_name), fetch the pieces elsewhere; a circuit that keeps failing is replaced."""
+        q = self.queries.get(query)
+        if q is None:
+            return []
+        self.bad_pieces += 1
+        fc = self.circuits[q.circ]
+        fc.failures += 1
+        out: list[Action] = [ReportBadPiece(q.circ, q.id)]  # before any DESTROY: the ORDB sees it
+        self._forget(q)
+        if fc.failures >= MAX_FAILURES:
+            self._retire(fc, "it delivered pieces that failed verification", now, out)
+        return out
+
+    def malformed(self, query: int) -> list[Action]:
+        """The delivery broke the protocol: the circuit counts a failure and the query ends."""
+        q = self.queries.get(query)
+        if q is None:
+            return []
+        self.circuits[q.circ].failures += 1
+        return self._drop(q, DbEndReason.FINISHED)
+
+    def finished(self, query: int, now: float) -> list[Action]:
+        """The whole delivery arrived: measure the circuit's rate and end our side of the stream."""
+        q = self.queries.get(query)
+        if q is None:
+            return []
+        if q.connected is not None:
+            self.circuits[q.circ].observe_rate(q.got / max(now - q.connected, 1e-3))
+        return self._drop(q, DbEndReason.FINISHED)
+
+    def ended(self, query: int, reason: int) -> list[Action]:
+        """The ORDB ended the query (DB_END): its pieces go back to the queue."""
+        q = self.queries.get(query)
+        if q is None:
+            return []
+        if reason != DbEndReason.FINISHED and q.count:
+            # (a manifest search that finds nothing yet is no fault of the circuit)
+            self.circuits[q.circ].failures += 1
+        return self._drop(q, None)  # the stream is closed already
+
+    def end(self, query: int) -> list[Action]:
+        """We stop a query ourselves (DB_END FINISHED); nothing if it is already over."""
+        q = self.queries.get(query)
+        return [] if q is None else self._drop(q, DbEndReason.FINISHED)
+
+    def close(self) -> list[Action]:
+        """The download stops: end every query."""
+        out: list[Action] = []
+        for q in list(self.queries.values()):
+            out += self._drop(q, DbEndReason.FINISHED)
+        return out
+
+    def _drop(self, q: Query, reason: DbEndReason | None) -> list[Action]:
+        self._forget(q)
+        return [EndQuery(q.circ, q.id, reason)]
+
+    def _forget(self, q: Query) -> None:
+        if self.queries.pop(q.id, None) is None:
+            return
+        fc = self.circuits.get(q.circ)
+        if fc is not None:
+            fc.queries.pop(q.id, None)
+        for i in q.pieces:
+            n = self.inflight.get(i, 0) - 1
+            if n > 0:
+                self.inflight[i] = n
+            else:
+                self.inflight.pop(i, None)
