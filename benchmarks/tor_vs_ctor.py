@@ -55,7 +55,7 @@ from typing import Any
 
 from peer.errors import PeerError
 from peer.proto import events as ev
-from peer.proto.circuit import STREAMWINDOW_INCREMENT, STREAMWINDOW_START
+from peer.proto.flow import STREAMWINDOW_INCREMENT, STREAMWINDOW_START
 from peer.tor.client import TorClient, read_http_response
 from peer.tor.directory import AuthoritySpec, DirectoryClient
 from peer.tor.guards import GuardSet

@@ -95,10 +95,9 @@ class Peer:
             node_id=keys.node_id,
             ntor_keys={keys.ntor.public: keys.ntor},
             randbytes=os.urandom,
-            config=NodeConfig(exit_policy=config.exit_policy, auto_consume=False),
+            config=NodeConfig(exit_policy=config.exit_policy, auto_consume=False, record=recorder is not None),
         )
-        self.node.recorder = recorder
-        self.driver = NodeDriver(self.node)
+        self.driver = NodeDriver(self.node, recorder=recorder)
         self.driver.allow_exit_to = lambda host: True  # the node's exit policy decides
         self.driver.on_event = self._on_event
         self.view = PeerView(keys.node_id)

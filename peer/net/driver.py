@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from peer.errors import LinkClosed, PeerError, Retry
+from peer.net.recorder import Recorder
 from peer.proto import events as ev
 from peer.proto.channel import HandshakeConfig, LivenessConfig
 from peer.proto.circuit import HopSpec
@@ -137,10 +138,21 @@ class OnionStream:
 
 
 class NodeDriver:
-    """Runs one :class:`OnionNode` on the event loop."""
+    """Runs one :class:`OnionNode` on the event loop.
 
-    def __init__(self, node: OnionNode, *, clock: Callable[[], float] | None = None) -> None:
+    ``recorder`` (test only, DESIGN §11) gets the neighbours this driver sees and the node's
+    :class:`~peer.proto.events.Observed` records (the node emits them with ``NodeConfig.record``).
+    """
+
+    def __init__(
+        self,
+        node: OnionNode,
+        *,
+        clock: Callable[[], float] | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.node = node
+        self.recorder = recorder
         self._loop = asyncio.get_running_loop()
         self._clock = clock or self._loop.time
         self._chans: dict[int, _ChanState] = {}
@@ -257,8 +269,8 @@ class NodeDriver:
     def _dispatch(self, e: ev.Event) -> None:
         if isinstance(e, ev.ChannelOpened):
             st = self._chans.get(e.chan)
-            if self.node.recorder is not None and st is not None:
-                self.node.recorder(
+            if self.recorder is not None and st is not None:
+                self.recorder(
                     {
                         "kind": "neighbour",
                         "chan": e.chan,
@@ -309,6 +321,10 @@ class NodeDriver:
             stream = OnionStream(self, e.circ, e.stream_id)
             self._streams[key] = stream
             self._exit_tasks[key] = self._loop.create_task(self._serve_exit(e, stream))
+        elif isinstance(e, ev.Observed):
+            if self.recorder is not None:
+                self.recorder(e.record())
+            return
         if self.on_event is not None:
             self.on_event(e)
 

@@ -1,28 +1,20 @@
 """Circuit, hop and stream state for the onion core (tor-spec §5-7), sans-I/O.
 
-These are plain state holders with the window arithmetic; :mod:`peer.proto.node` does
-the dispatch.  Flow control follows tor-spec §7.3-7.4 with authenticated SENDME v1:
-circuit windows start at 1000 and move by 100, stream windows start at 500 and move by 50.
-The side that packages DATA remembers its running digest after every 100th DATA cell;
-the receiving side echoes the digest of its receiving direction after that same cell.
-A circuit SENDME whose digest does not match, or a window pushed past its start,
-tears the circuit down.
+Plain state holders: an :class:`Edge` is a hop's crypto and streams on top of its circuit
+window, a :class:`Stream` its send buffer and end on top of its stream window (the window
+rules are in :mod:`peer.proto.flow`).  The parts of :mod:`peer.proto.node` do the dispatch.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass, field
 
 from peer.crypto.ntor import NtorClientState
 from peer.crypto.relaycrypto import RelayCrypto
+from peer.proto.flow import CircuitWindow, StreamWindow
 from peer.wire.linkspec import LinkSpec
 
-CIRCWINDOW_START = 1000
-CIRCWINDOW_INCREMENT = 100
-STREAMWINDOW_START = 500
-STREAMWINDOW_INCREMENT = 50
 MAX_RELAY_EARLY = 8
 MAX_HOPS = 8
 #: Stream send buffer thresholds (bytes) for StreamWritable.
@@ -54,11 +46,11 @@ class HopSpec:
 
 
 @dataclass(slots=True)
-class Stream:
+class Stream(StreamWindow):
+    """A stream at one of its edges; its windows come from :class:`StreamWindow`."""
+
     stream_id: int
     state: StreamState
-    package_window: int = STREAMWINDOW_START
-    deliver_window: int = STREAMWINDOW_START
     sendbuf: bytearray = field(default_factory=bytearray)
     end_after_flush: bool = False
     end_reason: int = 6  # END reason DONE
@@ -68,22 +60,17 @@ class Stream:
     end_cmd: int = 3
     end_body: bytes = b""
     blocked_writer: bool = False  # a writer waits for StreamWritable
-    unacked_consumed: int = 0  # DATA cells consumed by the app and not yet acknowledged
 
 
 @dataclass(slots=True)
-class Edge:
+class Edge(CircuitWindow):
     """One end of a circuit's flow control: the OP's view of one hop, or an OR's own hop.
 
-    ``crypto`` is this hop's tor1 state; windows count DATA cells between the OP and this hop.
+    ``crypto`` is this hop's tor1 state; the windows (:class:`CircuitWindow`) count DATA cells
+    between the OP and this hop.
     """
 
     crypto: RelayCrypto
-    package_window: int = CIRCWINDOW_START
-    deliver_window: int = CIRCWINDOW_START
-    data_sent: int = 0
-    data_received: int = 0
-    sendme_expected: deque[bytes] = field(default_factory=deque)
     streams: dict[int, Stream] = field(default_factory=dict)
 
 

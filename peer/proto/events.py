@@ -1,7 +1,8 @@
 """Events the sans-I/O onion core returns to its driver (named in the past tense, as in aioquic).
 
 Circuits are named by ``circ`` handles (small ints unique within one node), streams
-by ``(circ, stream_id)``.  Channels are named by ``chan`` handles.
+by ``(circ, stream_id)``.  Channels are named by ``chan`` handles.  :class:`Observed` is the
+one event for tests only: it exists only while ``NodeConfig.record`` is on.
 """
 
 from __future__ import annotations
@@ -98,6 +99,27 @@ class RelayMessageReceived:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Test only (DESIGN §11): one record for the anonymity recorder, emitted only when
+    ``NodeConfig.record`` is on; the driver writes :meth:`record` to its ``Recorder``.
+
+    ``kind`` is ``"circuit"`` (a circuit through us and its neighbours), ``"extend"`` (we
+    extended a relayed circuit) or ``"payload"`` (a relay cell recognised here); ``fields``
+    are the record's other keys and values, in order.
+    """
+
+    kind: str
+    fields: tuple[tuple[str, object], ...]
+
+    @classmethod
+    def of(cls, kind: str, **fields: object) -> Observed:
+        return cls(kind, tuple(fields.items()))
+
+    def record(self) -> dict[str, object]:
+        return {"kind": self.kind, **dict(self.fields)}
+
+
 Event = (
     ChannelOpened
     | ChannelClosed
@@ -110,4 +132,5 @@ Event = (
     | StreamWritable
     | ExitConnectRequested
     | RelayMessageReceived
+    | Observed
 )

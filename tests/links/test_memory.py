@@ -33,8 +33,9 @@ from peer.errors import PeerError
 from peer.net.driver import NodeDriver
 from peer.net.handshake import PeerKeys, peer_handshake
 from peer.proto.channel import LivenessConfig
-from peer.proto.circuit import SEND_HIGH_WATER, STREAMWINDOW_START, HopSpec, OriginCircuit
+from peer.proto.circuit import SEND_HIGH_WATER, HopSpec, OriginCircuit
 from peer.proto.exitpolicy import ExitPolicy
+from peer.proto.flow import STREAMWINDOW_START
 from peer.proto.node import NodeConfig, OnionNode
 from peer.transport.webrtc import WebRtcConfig, WebRtcLink, accept_offer, create_offer
 

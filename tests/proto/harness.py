@@ -2,7 +2,9 @@
 
 ``Net.pump()`` moves queued messages between connected channels until nothing moves,
 like aioquic's ``roundtrip`` helpers.  Link fingerprints are random bytes standing in
-for DTLS certificate fingerprints.
+for DTLS certificate fingerprints.  With ``record=True`` the nodes emit the anonymity
+recorder's :class:`~peer.proto.events.Observed` records, which ``pump`` hands to each
+node's ``recorder`` as the driver would.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class TNode:
     keys: PeerKeys
     node: OnionNode
     events: list[ev.Event] = field(default_factory=list)
+    #: gets the node's Observed records (``Net(record=True)``), like the driver's Recorder
+    recorder: Callable[[dict[str, object]], None] | None = None
 
     @property
     def hop(self) -> HopSpec:
@@ -46,6 +50,7 @@ class Net:
         *,
         exit_policy: str = "accept 127.0.0.1:*",
         liveness: LivenessConfig | None = None,
+        record: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.now = 1000.0
@@ -57,7 +62,7 @@ class Net:
                 node_id=keys.node_id,
                 ntor_keys={keys.ntor.public: keys.ntor},
                 randbytes=self.rng.randbytes,
-                config=NodeConfig(exit_policy=ExitPolicy.parse(exit_policy)),
+                config=NodeConfig(exit_policy=ExitPolicy.parse(exit_policy), record=record),
             )
             self.nodes.append(TNode(keys, node))
         # (node index, chan) -> (node index, chan)
@@ -114,7 +119,11 @@ class Net:
                         self.nodes[j].node.channel_lost(cj, "link closed by the other side")
                         moved = True
             for t in self.nodes:
-                t.events.extend(t.node.pop_events())
+                for e in t.node.pop_events():
+                    if not isinstance(e, ev.Observed):
+                        t.events.append(e)
+                    elif t.recorder is not None:
+                        t.recorder(e.record())
             if not moved:
                 return
         raise AssertionError("network did not settle")

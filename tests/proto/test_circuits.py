@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from peer.proto import events as ev
-from peer.proto.circuit import CIRCWINDOW_START, OriginCircuit, RelayCircuit
+from peer.proto.circuit import OriginCircuit, RelayCircuit
+from peer.proto.flow import CIRCWINDOW_START
 from peer.wire.commands import CellCommand, DestroyReason, EndReason, RelayCommand
 from peer.wire.relay import relay_payload
 from tests.proto.harness import Net

@@ -16,6 +16,12 @@ CORE = [
     "peer.crypto.cert",
     "peer.proto.channel",
     "peer.proto.node",
+    "peer.proto.origin",
+    "peer.proto.forwarding",
+    "peer.proto.streams",
+    "peer.proto.flow",
+    "peer.proto.state",
+    "peer.proto.violation",
     "peer.proto.circuit",
     "peer.proto.exitpolicy",
 ]

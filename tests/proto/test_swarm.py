@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from peer.net.driver import CircuitError, StreamError
-from peer.proto.circuit import CIRCWINDOW_START, OriginCircuit, RelayCircuit
+from peer.proto.circuit import OriginCircuit, RelayCircuit
 from peer.proto.exitpolicy import ExitPolicy
+from peer.proto.flow import CIRCWINDOW_START
 from peer.testing.swarm import Swarm
 from peer.wire.commands import RelayCommand
 from peer.wire.relay import Sendme
