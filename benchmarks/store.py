@@ -33,7 +33,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from storage import ChunkStore, verify_pieces
+from storage.chunkstore import ChunkStore
+from storage.verify import verify_pieces
 
 CHUNK = 4 << 20
 WRITE_KEYS = ("import_plain", "import_encrypted", "put_pieces")

@@ -2,9 +2,8 @@
 
 Each error has a ``kind`` (what went wrong, for schedulers and messages) and a
 ``retry`` hint, in the manner of Arti's ``HasKind``/``RetryTime``, so callers do
-not need ``isinstance`` ladders.  Protocol errors that come from the remote side
-carry the scope they close (a cell is dropped, a stream, a circuit or the whole
-channel) and the reason code to send.
+not need ``isinstance`` ladders.  What a remote's broken rule closes inside the onion
+core is decided there (docs/circuits.md, "Scoping").
 """
 
 from __future__ import annotations
@@ -20,15 +19,6 @@ class Retry(enum.Enum):
     LATER = "later"
 
 
-class Scope(enum.IntEnum):
-    """What a protocol violation closes; ordered from narrowest to widest."""
-
-    CELL = 0  # the cell is dropped, nothing else happens
-    STREAM = 1
-    CIRCUIT = 2
-    CHANNEL = 3
-
-
 class PeerError(Exception):
     """Base of every error raised by peersm code."""
 
@@ -37,7 +27,8 @@ class PeerError(Exception):
 
 
 class WireError(PeerError, ValueError):
-    """Bytes from the network that do not decode (truncated, bad length, bad value)."""
+    """Bytes from the network that do not decode (truncated, bad length, bad value), or a
+    message the protocol does not allow where it came."""
 
     kind = "wire"
 
@@ -46,20 +37,6 @@ class UnknownVersion(WireError):
     """A versioned format whose version byte we do not know: refused, never guessed."""
 
     kind = "unknown-version"
-
-
-class ProtocolViolation(PeerError):
-    """The remote side broke a protocol rule.
-
-    ``scope`` says what must be closed; ``reason`` is the DESTROY/END reason to send.
-    """
-
-    kind = "protocol"
-
-    def __init__(self, message: str, *, scope: Scope = Scope.CIRCUIT, reason: int = 1) -> None:
-        super().__init__(message)
-        self.scope = scope
-        self.reason = reason
 
 
 class HandshakeError(PeerError):

@@ -39,7 +39,7 @@ from aiohttp import web
 from dht.keys import distance
 from dht.records import InvalidRecord, PeerRecord, decode_valid
 from peer.crypto.identity import RandBytes, verify
-from peer.errors import CryptoError, LinkClosed, ProtocolViolation, Scope, UsageError, WireError
+from peer.errors import CryptoError, LinkClosed, UsageError, WireError
 from peer.transport.websocket import WebSocketLink, websocket_handler
 from peer.wire.cells import MAX_VAR_PAYLOAD, decode_message, encode_message, pull_cell
 from peer.wire.commands import CellCommand
@@ -158,18 +158,16 @@ def _label(direction: str, raw: bytes) -> str:
 
 
 def _parse(raw: bytes) -> LinkCellMessage:
-    """The one link cell a bridge message carries; ProtocolViolation/WireError otherwise."""
+    """The one link cell a bridge message carries; WireError otherwise."""
     got = pull_cell(raw)
     if got is None or got[1] != len(raw):
-        raise ProtocolViolation("a bridge message is exactly one whole cell", scope=Scope.CHANNEL)
+        raise WireError("a bridge message is exactly one whole cell")
     cell = got[0]
     if cell.circ_id != 0:
-        raise ProtocolViolation("bridge cells use circuit id 0", scope=Scope.CHANNEL)
+        raise WireError("bridge cells use circuit id 0")
     msg = decode_message(cell)
     if not isinstance(msg, Register | FindPeer | Introduce):
-        raise ProtocolViolation(
-            f"a peer does not send command {cell.command} to a bridge", scope=Scope.CHANNEL
-        )
+        raise WireError(f"a peer does not send command {cell.command} to a bridge")
     return msg
 
 
@@ -278,7 +276,7 @@ class Bridge:
                     break
                 try:
                     self._dispatch(conn, _parse(raw))
-                except (ProtocolViolation, WireError) as exc:
+                except WireError as exc:  # a bad message closes this connection only
                     self._close(conn, RegisterStatus.PROTOCOL, f"protocol error: {exc}")
         finally:
             self._forget(conn)
@@ -348,7 +346,7 @@ class Bridge:
         if isinstance(msg, Register):
             self._on_register(conn, msg)
         elif conn.state is not ConnState.REGISTERED:
-            raise ProtocolViolation("register first", scope=Scope.CHANNEL)
+            raise WireError("register first")
         elif isinstance(msg, FindPeer):
             self._on_find_peer(conn, msg)
         elif isinstance(msg, Introduce):

@@ -20,8 +20,9 @@ from peer.proto.node import OnionNode
 from peer.roles.fetch import Download
 from peer.wire.commands import RelayCommand
 from peer.wire.ordb import DbConnected, DbEnd, DbEndReason, DbQuery, DeliveryKind, PieceFrame, slices
-from storage import ChunkStore, VerifiedPiece
+from storage.chunkstore import ChunkStore
 from storage.sharelink import ShareLink
+from storage.verify import VerifiedPiece
 from tests.storage.conftest import count_leaf_hashes, write_file
 
 PS = 1024

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import ChunkStore, merkle
+from storage import merkle
+from storage.chunkstore import ChunkStore
 
 
 def write_file(path: Path, size: int, seed: int) -> Path:

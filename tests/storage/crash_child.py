@@ -19,7 +19,8 @@ import signal
 import sys
 
 from peer.errors import StorageError
-from storage import ChunkStore, verify_pieces
+from storage.chunkstore import ChunkStore
+from storage.verify import verify_pieces
 
 
 def say(text: str) -> None:

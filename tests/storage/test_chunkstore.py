@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from peer.errors import IntegrityError, StorageError, UsageError, WireError
-from storage import ChunkStore, DownloadState, MerkleProof, ShareLink
+from storage.chunkstore import ChunkStore
 from storage.errors import (
     CorruptPiece,
     DecryptError,
@@ -25,6 +25,9 @@ from storage.errors import (
     ShareNotFound,
 )
 from storage.manifest import MANIFEST_CONTEXT, Manifest
+from storage.merkle import MerkleProof
+from storage.sharelink import ShareLink
+from storage.types import DownloadState
 from storage.verify import verify_pieces
 from tests.storage.conftest import write_file
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from peer.errors import Retry, StorageError
-from storage import ChunkStore
+from storage.chunkstore import ChunkStore
 from storage.errors import DiskFullError
 from tests.storage.conftest import write_file
 from tests.storage.test_crash import ROOT, check_db

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import ChunkStore, DownloadState
+from storage.chunkstore import ChunkStore
 from storage.errors import ShareNotFound
+from storage.types import DownloadState
 from storage.verify import verify_pieces
 from tests.storage.conftest import write_file
 

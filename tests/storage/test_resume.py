@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import ChunkStore, leaf_hash
+from storage.chunkstore import ChunkStore
+from storage.merkle import leaf_hash
 from tests.storage.conftest import write_file
 
 RandBytes = Callable[[int], bytes]

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from peer.errors import UsageError
-from storage import ChunkStore, MerkleProof, VerifiedPiece, verify_pieces
+from storage.chunkstore import ChunkStore
 from storage.errors import PieceError
+from storage.merkle import MerkleProof
+from storage.verify import VerifiedPiece, verify_pieces
 from tests.storage.conftest import count_leaf_hashes, write_file
 
 RandBytes = Callable[[int], bytes]
