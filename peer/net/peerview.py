@@ -14,11 +14,13 @@ from peer.errors import PeerError
 
 
 def record_hosts(record: PeerRecord) -> set[str]:
-    """The IP addresses a record's route names (for the /16 rule)."""
+    """The IP addresses a record's route names (for the /16 rule): ``host:port``, ``[v6]:port`` or bare."""
     hosts: set[str] = set()
     for _transport, address in record.route.endpoints:
-        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-        host = host.strip("[]")
+        if address.startswith("["):  # [v6]:port, as the TLS dialer reads it
+            host = address[1:].partition("]")[0]
+        else:
+            host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
         try:
             hosts.add(str(ipaddress.ip_address(host)))
         except ValueError:

@@ -178,6 +178,7 @@ class SocksServer:
         self.handshake_timeout = handshake_timeout
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -191,6 +192,7 @@ class SocksServer:
         return self.address
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for t in list(self._tasks):
@@ -210,6 +212,10 @@ class SocksServer:
             await self._serve(reader, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # close() ends the connection: return, as asyncio 3.11 logs a cancelled handler as an error
+            if not self._closing:
+                raise
         finally:
             if task is not None:
                 self._tasks.discard(task)

@@ -25,15 +25,23 @@ class FakeDownload:
         self._outcome: asyncio.Future[PeerError | None] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> Progress:
+        """Like the real one: "verified", or "failed" with the error, or "paused"; listeners hear it."""
         self.progress.state = "downloading"
         self.running.set()
         self._notify()
-        error = await self._outcome
-        if error is not None:
-            self.progress.state = "failed"
-            raise error
-        self.progress.state = "verified"
-        self.progress.have = self.progress.total
+        try:
+            error = await self._outcome
+            if error is not None:
+                self.progress.state = "failed"
+                self.progress.error = str(error)
+                raise error
+            self.progress.state = "verified"
+            self.progress.have = self.progress.total
+        except asyncio.CancelledError:
+            self.progress.state = "paused"
+            raise
+        finally:
+            self._notify()
         return self.progress
 
     def step(self, have: int, total: int) -> None:
