@@ -193,6 +193,8 @@ class LinkManager:
         return self.backoff.get(node_id, 0.0) <= self.wall() and node_id not in self._connecting
 
     def channel_closed(self, chan: int) -> None:
+        if (record := self.driver.recorder) is not None:  # test only (DESIGN §11): the link's end
+            record({"kind": "neighbour_closed", "chan": chan})
         nid = self.by_chan.get(chan)
         if nid is not None and (o := self.ordb_links.get(nid)) is not None and o.chan == chan:
             del self.ordb_links[nid]

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from peer.errors import PeerError
 from peer.net.keystore import atomic_write_private
-from peer.proto import events as ev
 from peer.roles.fetch import Download, Progress
 from storage.sharelink import ShareLink
 
@@ -115,13 +114,6 @@ class Downloads:
         self._tasks[link.hash_name] = dt
         self._save()
         return dt
-
-    def handle(self, e: ev.Event) -> bool:
-        """Offer an event of the onion core to every download; True if one took it."""
-        handled = False
-        for d in list(self._tasks.values()):
-            handled = d.download.handle(e) or handled
-        return handled
 
     async def _run(self, dt: DownloadTask) -> None:
         try:
