@@ -95,7 +95,9 @@ class Peer:
             node_id=keys.node_id,
             ntor_keys={keys.ntor.public: keys.ntor},
             randbytes=os.urandom,
-            config=NodeConfig(exit_policy=config.exit_policy, auto_consume=False, record=recorder is not None),
+            config=NodeConfig(
+                exit_policy=config.exit_policy, auto_consume=False, record=recorder is not None
+            ),
         )
         self.driver = NodeDriver(self.node, recorder=recorder)
         self.driver.allow_exit_to = lambda host: True  # the node's exit policy decides
