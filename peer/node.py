@@ -113,6 +113,8 @@ class Peer:
             rng=self.rng,
         )
         self.links.on_change = self._links_changed
+        self.links.is_our_ordb = self._is_our_ordb
+        self.links.on_ordb_link = self._ordb_linked
         self.bridges: dict[str, BridgeClient] = {}
         self.signalling = Signalling(self.node, self.driver, self.links, self.bridges)
         self._guards = Guards(config.data_dir)
@@ -274,13 +276,23 @@ class Peer:
         self._choose_guards()
         asyncio.get_running_loop().call_soon(self._keep_ordbs_apart)
 
+    def _ordb_linked(self, _node_id: bytes) -> None:
+        asyncio.get_running_loop().call_soon(self._keep_ordbs_apart)
+
+    def _is_our_ordb(self, node_id: bytes) -> bool:
+        """Does one of our announce or download circuits end at ``node_id`` now?"""
+        if self.holder is not None and node_id in self.holder.ordb_ids():
+            return True
+        return any(node_id in d.download.ordb_ids() for d in self.downloads.values())
+
     def _keep_ordbs_apart(self) -> None:
         """DESIGN §5 holds over time, not only when a circuit is built: an ORDB circuit whose
         ORDB has since become a guard or a neighbour (links move) is replaced, or that peer
-        could match the circuit's traffic with what it sees on its direct link to us."""
+        could match the circuit's traffic with what it sees on its direct link to us.  ORDB-to-ORDB
+        links count: they are direct links too."""
         if self.config.one_hop_ordb:  # the anonymity test's negative control breaks §5 on purpose
             return
-        near = set(self.links.neighbour_ids()) | set(self.guards)
+        near = self.links.linked_ids() | set(self.guards)
         n = self.holder.retire_ordbs(near) if self.holder is not None else 0
         for d in self.downloads.values():
             n += d.download.retire_ordbs(near, "its ORDB became a guard or a neighbour")

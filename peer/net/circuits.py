@@ -159,7 +159,7 @@ class CircuitManager:
             self.view,
             own_node_id=self.own_id,
             guards=self._guards(),
-            neighbours=self.links.neighbour_ids(),
+            neighbours=self.links.linked_ids(),  # ORDB-to-ORDB links are direct links too
             exclude=exclude or set(),
         )
 
@@ -191,11 +191,16 @@ class CircuitManager:
                 except CircuitError as exc:
                     errors.append(str(exc))
                     continue
+                if target.node_id in self.links.linked_ids():  # it linked to us while we built
+                    self.node.destroy_circuit(circ)
+                    self.driver.flush()
+                    errors.append("the ORDB linked to us while the circuit was built")
+                    continue
                 self.paths[circ] = [r.node_id for r in path]
                 self._own(circ, owner)
                 return circ, target.node_id
             if not cands:
-                errors.append("no eligible ORDB (rule: never our own, our guards or our neighbours)")
+                errors.append("no eligible ORDB (rule: never our own, our guards or a peer we are linked to)")
             await self._refresh_view()
             if attempt:
                 await asyncio.sleep(0.5)

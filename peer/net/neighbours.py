@@ -115,6 +115,11 @@ class LinkManager:
         #: sender, its number of links and the offer's purpose
         self.make_room: Callable[[bytes, int, int], bool] | None = None
         self.on_change: Callable[[], Awaitable[None] | None] | None = None
+        #: is this peer one of our own ORDBs now? (runtime).  We hold no ORDB-to-ORDB link with it,
+        #: either way: it sees what we ask for or serve, and must not also see our address (DESIGN §5).
+        self.is_our_ordb: Callable[[bytes], bool] | None = None
+        #: called when an ORDB-to-ORDB link is up (they are not neighbours: on_change is not called)
+        self.on_ordb_link: Callable[[bytes], None] | None = None
         self.tls_server: TlsServer | None = None
         self._background = Background()  # inbound link setups in progress, cancelled on close
         self._accepting_tls = 0
@@ -126,6 +131,13 @@ class LinkManager:
 
     def neighbour_ids(self) -> list[bytes]:
         return list(self.neighbours)
+
+    def linked_ids(self) -> set[bytes]:
+        """Every peer we hold a direct link to: neighbours and ORDB-to-ORDB links."""
+        return set(self.neighbours) | set(self.ordb_links)
+
+    def _keeps_apart(self, node_id: bytes) -> bool:
+        return self.is_our_ordb is not None and self.is_our_ordb(node_id)
 
     def chan_of(self, node_id: bytes, *, ordb: bool = False) -> int | None:
         n = self.neighbours.get(node_id) or (self.ordb_links.get(node_id) if ordb else None)
@@ -230,6 +242,8 @@ class LinkManager:
             return self.neighbours[target]
         if target == self.keys.node_id:
             raise LinkRefused("a link to ourselves")
+        if purpose == 1 and self._keeps_apart(target):
+            raise LinkRefused("an ORDB-to-ORDB link to one of our own ORDBs")
         tls = tls_endpoint(record) if purpose != 1 else None
         vias: list[Signaller] = [] if via is None else [via] if not isinstance(via, Sequence) else list(via)
         if tls is None and not vias:
@@ -320,7 +334,8 @@ class LinkManager:
         purpose, degree = opened.payload[0], opened.payload[1]
         their_seal, sdp = opened.payload[2:34], opened.payload[34:]
         if purpose == 1:
-            refuse = len(self.ordb_links) >= self.config.max_ordb_links
+            # one of our ORDBs would learn our address: refused as a full peer refuses (it cannot tell)
+            refuse = len(self.ordb_links) >= self.config.max_ordb_links or self._keeps_apart(source)
         else:
             refuse = (
                 self.count >= self.config.max_links
@@ -393,6 +408,8 @@ class LinkManager:
             self.ordb_links[node_id] = n
             self.by_chan[chan] = node_id
             self.driver.flush()
+            if self.on_ordb_link is not None:
+                self.on_ordb_link(node_id)
             return n
         old = self.neighbours.get(node_id)
         if old is not None:

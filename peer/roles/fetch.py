@@ -277,6 +277,10 @@ class Download:
                 + (f": {errors[0]}" if errors else "")
             )
 
+    def ordb_ids(self) -> set[bytes]:
+        """The ORDBs our live circuits end at."""
+        return {fc.ordb for fc in self.sched.live()}
+
     def retire_ordbs(self, ids: set[bytes], why: str) -> int:
         """Replace the circuits that end at one of ``ids`` (e.g. a peer that became our
         neighbour: DESIGN §5 keeps ORDBs apart from guards and neighbours)."""

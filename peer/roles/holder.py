@@ -246,6 +246,10 @@ class HolderService:
                     s.task.cancel()
         return False
 
+    def ordb_ids(self) -> set[bytes]:
+        """The ORDBs our announce circuits end at."""
+        return {ac.ordb for ac in self.circuits.values()}
+
     def retire_ordbs(self, ids: set[bytes]) -> int:
         """Close the announce circuits that end at one of ``ids`` (peers that became our guards
         or neighbours since: DESIGN §5 keeps ORDBs apart from both); what they carried is

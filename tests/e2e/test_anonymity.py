@@ -6,8 +6,8 @@ DHT operations, and (the bridge) all its traffic.  The check: no process other t
 requester holds both the requester's identity (as the previous hop of a circuit) and the
 hash_name (or its DHT key) in that circuit's context; likewise for the holder; the requester
 never asks the DHT; the bridge never sees a hash_name.  Nor may an ORDB that sees the
-hash_name on a circuit an end built have a direct link to that end at the time (its own test,
-marked xfail while the known leak it found stands).  A negative control — a requester that
+hash_name on a circuit an end built have a direct link to that end at the time, ORDB-to-ORDB
+links included (its own test).  A negative control — a requester that
 uses 1-hop circuits to its ORDBs — must make both checks fail.
 """
 
@@ -78,13 +78,6 @@ def test_nobody_links_requester_or_holder_to_the_content(net: dict[str, Any], tm
     assert v.bridge and not any(h.hex() in b for b in v.bridge), "the bridge saw the hash_name"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known leak (found by this check): a requester's ORDB can hold a direct ORDB-to-ORDB link "
-    "to the requester while it handles the requester's query (ORDB eligibility and the retirement of "
-    "ORDB circuits look at neighbours and guards, not at ORDB links; the requester may itself be an "
-    "ORDB the query is forwarded to)",
-)
 def test_no_ordb_is_directly_linked_to_the_end_it_serves(net: dict[str, Any], tmp_path: Path) -> None:
     """An ORDB that sees the hash_name on a circuit an end built must not have a direct link to that
     end at the time (it would hold the end's address and what it asks for or serves together)."""
