@@ -399,3 +399,31 @@ def test_no_hop_before_an_ordb_shares_its_slash16() -> None:
     view.forget(node_id(2))
     with pytest.raises(PathError, match="/16"):
         select_path_to(view, recs[3], own_node_id=ME.node_id, first_hops=[node_id(0)], rng=_RNG)
+
+
+def test_the_guard_never_shares_the_ordbs_slash16() -> None:
+    """Two guards reach the ORDB over m; g shares the ORDB's /16, so only g2 may start the path."""
+    specs = [
+        PeerSpec(0, ("127.41.0.1",), True, False, (2,)),  # g: same /16 as the ORDB
+        PeerSpec(1, ("127.42.0.1",), True, False, (2,)),  # g2
+        PeerSpec(2, ("127.43.0.1",), True, False, (3,)),  # m
+        PeerSpec(3, ("127.41.7.7",), True, False, ()),  # the ORDB
+    ]
+    view = PeerView(ME.node_id)
+    recs = [record_of(s) for s in specs]
+    view.add_all(recs, NOW)
+    for seed in range(16):
+        path = select_path_to(
+            view,
+            recs[3],
+            own_node_id=ME.node_id,
+            first_hops=[node_id(0), node_id(1)],
+            rng=random.Random(seed),
+        )
+        assert [r.node_id for r in path] == [node_id(1), node_id(2), node_id(3)]
+    with pytest.raises(PathError, match="/16"):
+        select_path_to(view, recs[3], own_node_id=ME.node_id, first_hops=[node_id(0)], rng=_RNG)
+    path = select_path_to(
+        view, recs[3], own_node_id=ME.node_id, first_hops=[node_id(0)], rng=_RNG, subnet_rule=False
+    )
+    assert [r.node_id for r in path] == [node_id(0), node_id(2), node_id(3)]
