@@ -78,16 +78,7 @@ class EdgeStreams:
 
     def close(self, handle: int, stream_id: int, reason: int) -> None:
         """END after the queued data (an OP sends reason MISC for its own streams)."""
-        try:
-            circ, edge, hop = self.locate(handle, stream_id)
-        except UsageError:
-            return
-        st = edge.streams[stream_id]
-        if st.state in (StreamState.HALF_CLOSED, StreamState.CLOSED):
-            return
-        st.end_after_flush = True
-        st.end_reason = int(reason)
-        self.pump(circ, edge, hop, st)
+        self._end_after_flush(handle, stream_id, reason=int(reason))
 
     def consumed(self, handle: int, stream_id: int, cells: int) -> None:
         try:
@@ -100,6 +91,13 @@ class EdgeStreams:
 
     def db_end(self, handle: int, stream_id: int, body: bytes) -> None:
         """DB_END(``body``) once the queued DB_DATA has gone."""
+        self._end_after_flush(handle, stream_id, db_end=body)
+
+    def _end_after_flush(
+        self, handle: int, stream_id: int, *, reason: int | None = None, db_end: bytes | None = None
+    ) -> None:
+        """Mark an open stream to end once its queued data has gone: END(``reason``), or
+        DB_END(``db_end``) on a DB stream.  Unknown or already ending streams are left alone."""
         try:
             circ, edge, hop = self.locate(handle, stream_id)
         except UsageError:
@@ -108,8 +106,11 @@ class EdgeStreams:
         if st.state in (StreamState.HALF_CLOSED, StreamState.CLOSED):
             return
         st.end_after_flush = True
-        st.end_cmd = RelayCommand.DB_END
-        st.end_body = body
+        if db_end is not None:
+            st.end_cmd = RelayCommand.DB_END
+            st.end_body = db_end
+        if reason is not None:
+            st.end_reason = reason
         self.pump(circ, edge, hop, st)
 
     def buffered(self, handle: int, stream_id: int) -> int:
