@@ -61,6 +61,10 @@ class LinkRefused(PeerError):
     kind = "link-refused"
 
 
+class PeerFull(LinkRefused):
+    """The peer answered that it holds its maximum of links (asked again after the short back-off)."""
+
+
 @dataclass(eq=False)
 class Neighbour:
     node_id: bytes
@@ -271,6 +275,8 @@ class LinkManager:
                 )
                 await v.introduce(target, blob)
                 answer_blob = await asyncio.wait_for(fut, self.config.connect_timeout)
+                if (won := self.neighbours.get(target)) is not None:
+                    return won  # glare: the peer's own offer, accepted meanwhile, made the link
                 if answer_blob:
                     break
             if not answer_blob:
@@ -280,7 +286,7 @@ class LinkManager:
                 raise LinkRefused("the answer was not sealed by the peer we asked")
             if not opened.payload:
                 self.backoff[target] = self.wall() + self.config.full_backoff
-                raise LinkRefused("the peer holds its maximum of links")
+                raise PeerFull("the peer holds its maximum of links")
             link = await pending.complete(opened.payload.decode("ascii"), self.config.connect_timeout)
             pending = None
             return await self._adopt(link, target, initiator=True, ordb=purpose == 1)
@@ -294,7 +300,8 @@ class LinkManager:
             LinkRefused,
         ) as exc:
             reason = f"link to a peer failed: {type(exc).__name__}: {exc}"
-            self.backoff[target] = self.wall() + self.config.failure_backoff
+            if not isinstance(exc, PeerFull):  # a full peer keeps its shorter back-off
+                self.backoff[target] = self.wall() + self.config.failure_backoff
             self._refuse(reason)
             raise LinkRefused(reason) from exc
         finally:
@@ -308,12 +315,19 @@ class LinkManager:
     def on_introduced(self, source: bytes, blob: bytes, via: Signaller) -> None:
         """A sealed blob for us arrived through ``via`` (an answer we wait for, or an offer)."""
         fut = self._pending_answers.get(source)
-        if fut is not None and not fut.done():
+        if fut is not None and not fut.done() and not self._is_offer(blob):
             fut.set_result(blob)
             return
         if not blob:
             return
         self._background.spawn(self._accept(source, blob, via))
+
+    def _is_offer(self, blob: bytes) -> bool:
+        """Glare: the peer we wait on for an answer sent an offer of its own instead."""
+        try:
+            return bool(blob) and open_sealed(self.keys.seal, blob, now=self.wall()).kind == SealKind.OFFER
+        except (SealError, WireError):
+            return False
 
     async def _accept(self, source: bytes, blob: bytes, via: Signaller) -> None:
         try:
@@ -425,6 +439,8 @@ class LinkManager:
         n = Neighbour(node_id, chan, link, initiator, self.wall(), transport=transport)
         self.neighbours[node_id] = n
         self.by_chan[chan] = node_id
+        if (waiting := self._pending_answers.get(node_id)) is not None and not waiting.done():
+            waiting.set_result(b"")  # our own offer to this peer lost the glare: stop waiting for it
         if node_id in self.guards:
             self._say_keep(chan)  # our circuits start here: the guard must not rotate it away
         self.driver.flush()
