@@ -81,6 +81,7 @@ class PeerConfig:
     rewire_every: float = 5.0  # seconds between attempts to replace a redundant link
     record_path: Path | None = None  # test only: the anonymity recorder (DESIGN §11)
     one_hop_ordb: bool = False  # test only: the negative control (1-hop ORDB circuits break anonymity)
+    max_upload: int | None = None  # bytes/s of pieces served as a holder (None: no cap)
 
 
 class Peer:
@@ -195,6 +196,7 @@ class Peer:
             ordbs_per_share=3,
             corrupt=config.corrupt_pieces,
             routes=self.routes,
+            max_upload=config.max_upload,
         )
         dcfg = DhtConfig(bucket_prefix_limit=2 if config.subnet_rule else 0)
         await self.dht.start(keys.identity, config.host, config.dht_port, config=dcfg)

@@ -59,6 +59,17 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
         return 1
 
 
+def _rate(text: str) -> int:
+    """``--max-upload RATE``: a bad or zero rate is a usage error (exit 2)."""
+    from peer.errors import UsageError
+    from peer.roles.ratelimit import parse_rate
+
+    try:
+        return parse_rate(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_testnet(args: argparse.Namespace) -> int:
     import json
 
@@ -71,7 +82,13 @@ def _cmd_testnet(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
             state = launch_testnet(
-                NetSpec(peers=args.peers, dir=args.dir, links=args.links, exits=args.exits)
+                NetSpec(
+                    peers=args.peers,
+                    dir=args.dir,
+                    links=args.links,
+                    exits=args.exits,
+                    max_upload=args.max_upload,
+                )
             )
             print(
                 json.dumps(
@@ -160,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow two hops in one /16 (only for test networks on a single address)",
     )
+    up.add_argument(
+        "--max-upload",
+        metavar="RATE",
+        type=_rate,
+        help="cap what this peer serves as a holder, bytes/s: 500K, 2M (K = 1024; default: no cap)",
+    )
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     up.add_argument("--test-corrupt-pieces", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--test-record", help=argparse.SUPPRESS)
@@ -178,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     testnet.add_argument("--links", type=int, default=3, help="links per peer (default 3)")
     testnet.add_argument("--exits", type=int, default=1, help="peers (the last ones) that exit to 127.0.0.1")
+    testnet.add_argument(
+        "--max-upload", metavar="RATE", type=_rate, help="every peer's upload cap as a holder (500K, 2M)"
+    )
 
     share = add(
         "share",

@@ -39,6 +39,9 @@ class NetSpec:
     peer_args: dict[int, tuple[str, ...]] | None = None
     #: test only (DESIGN §11): every process records what it saw into DIR/<name>.record
     record: bool = False
+    #: every peer's upload cap as a holder, bytes/s (``--max-upload``); None: no cap.  One peer
+    #: only: ``peer_args={i: ("--max-upload", "500K")}``
+    max_upload: int | None = None
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -105,6 +108,8 @@ def launch_testnet(spec: NetSpec) -> dict[str, Any]:
                 args.append("--stable")
             if i >= spec.peers - spec.exits:
                 args += ["--exit-policy", LOOPBACK_EXIT]
+            if spec.max_upload is not None:
+                args += ["--max-upload", str(spec.max_upload)]
             if spec.peer_args and i in spec.peer_args:
                 args += list(spec.peer_args[i])
             if spec.record:

@@ -72,6 +72,7 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
         corrupt_pieces=bool(getattr(args, "test_corrupt_pieces", False)),
         record_path=Path(args.test_record) if getattr(args, "test_record", None) else None,
         one_hop_ordb=bool(getattr(args, "test_one_hop_ordb", False)),
+        max_upload=getattr(args, "max_upload", None),  # bytes/s, parsed by the CLI (None: no cap)
     )
     ui_host, ui_port = parse_hostport(args.ui, loopback_only=True) if args.ui else ("127.0.0.1", 0)
     peer = await Peer.start(config)

@@ -21,6 +21,7 @@ from peer.net.routing import EventRoutes
 from peer.net.tasks import Background
 from peer.proto import events as ev
 from peer.proto.node import OnionNode
+from peer.roles.ratelimit import TokenBucket
 from peer.wire.commands import RelayCommand
 from peer.wire.ordb import (
     DbConnected,
@@ -73,8 +74,14 @@ class HolderService:
         ordbs_per_share: int = 2,
         corrupt: bool = False,
         routes: EventRoutes | None = None,
+        max_upload: float | None = None,
     ) -> None:
         self.node = node
+        # the upload cap (bytes/s of DB_DATA we serve, all streams together); None: no cap
+        self.upload: TokenBucket | None = None
+        if max_upload is not None:
+            loop_now = asyncio.get_running_loop().time()
+            self.upload = TokenBucket(max_upload, max(SEND_CHUNK, max_upload / 4), now=loop_now)
         self._routes = routes  # a stream we serve on another's circuit (serve_here) is ours
         self.store = store
         self._kick = kick
@@ -289,8 +296,14 @@ class HolderService:
         if self._routes is not None:
             self._routes.own_stream(circ, sid, self.handle)
         try:
+            loop = asyncio.get_running_loop()
             for i in range(0, len(payload), SEND_CHUNK):
-                if not self.node.stream_send(circ, sid, payload[i : i + SEND_CHUNK]):
+                chunk = payload[i : i + SEND_CHUNK]
+                if self.upload is not None:
+                    wait = self.upload.reserve(len(chunk), loop.time())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                if not self.node.stream_send(circ, sid, chunk):
                     s.writable.clear()
                     self._kick()
                     await s.writable.wait()
