@@ -14,7 +14,9 @@ signed manifest), then keeps every circuit busy with DB_QUERYs for runs of missi
 - near the end, pieces still in flight are also asked on idle circuits (end-game);
 - every piece is verified against the manifest's Merkle root before it is stored; one that
   fails is reported with DB_END BAD_PIECE (the ORDB then drops that holder for this
-  hash_name) and is fetched again elsewhere.
+  hash_name) and is fetched again elsewhere;
+- a stream (webui/stream.py) puts a window of pieces under its playhead first
+  (:meth:`Download.want`); a piece under a window is stored at once, not batched.
 
 Those decisions are made by the sans-I/O :class:`peer.roles.schedule.FetchScheduler`;
 :class:`Download` builds the circuits, opens and ends the query streams, reassembles and
@@ -117,7 +119,7 @@ class Download:
         self._build = build_circuit
         self._count_ordbs = count_ordbs
         self._on_quarter = on_quarter
-        self.want = want_circuits
+        self.want_circuits = want_circuits
         self.min = min_circuits
         self.find_timeout = find_timeout
         self.clock = clock
@@ -254,7 +256,7 @@ class Download:
     # ---- circuits ------------------------------------------------------------------------------
     async def _ensure_circuits(self, first: bool = False) -> None:
         self._sync_closed()
-        want = min(self.want, max(self.min, self._count_ordbs()))
+        want = min(self.want_circuits, max(self.min, self._count_ordbs()))
         need = want - len(self.sched.live())
         if need <= 0:
             return
@@ -308,6 +310,17 @@ class Download:
         elapsed = max(now - self._started, 1e-6)
         self.progress.rate = self.progress.bytes_verified / elapsed
         self._notify()
+
+    # ---- the playhead ------------------------------------------------------------------------------
+    def want(self, owner: int, first: int, last: int, *, tail: int = 0) -> None:
+        """``owner`` (a stream) wants pieces ``first..last``, and the share's last ``tail`` pieces,
+        before the contiguous order; calling again moves its window (queries in flight go on)."""
+        self.sched.set_window(owner, first, last, self.clock(), tail)
+        self._wake.set()
+
+    def unwant(self, owner: int) -> None:
+        """``owner`` wants nothing first any more."""
+        self.sched.clear_window(owner)
 
     # ---- carrying out the scheduler's actions ----------------------------------------------------
     def _apply(self, actions: list[Action]) -> None:
@@ -429,8 +442,8 @@ class Download:
         self.sched.verified(index)
         self.progress.have += 1
         self.progress.bytes_verified += len(piece)
-        if len(self._pending) >= STORE_BATCH:
-            self._wake.set()
+        if len(self._pending) >= STORE_BATCH or self.sched.urgent(index):
+            self._wake.set()  # a stream waits for an urgent piece: store it now
 
     async def _flush(self) -> None:
         if not self._pending:

@@ -7,6 +7,11 @@ owns the missing pieces, the queries in flight on each circuit, each circuit's d
 the replacement of slow or stalling circuits, the end-game and the BAD_PIECE policy.  It does
 no I/O, reads no clock, and draws only from the rng it is given.
 
+Pieces are asked in contiguous order, except those under a playhead (:meth:`FetchScheduler.set_window`,
+set by a stream): the pieces of every window (the newest window first), then the share's last
+pieces when a window asks for them (an MP4 index often sits there), then the rest in order.
+Moving or clearing a window ends no query: pieces in flight are never asked again for it.
+
 Queries are named by the scheduler's own ids (``Request.query``); the stream id the onion core
 gives a query is the caller's business.
 """
@@ -93,6 +98,17 @@ Action = Request | EndQuery | ReportBadPiece | ReplaceCircuit | Done | GiveUp
 
 
 # ---- state ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Pieces ``first..last`` (inclusive) wanted before the contiguous order, and the share's last
+    ``tail`` pieces after them; ``rank`` orders windows, the newest first."""
+
+    first: int
+    last: int
+    tail: int
+    rank: tuple[float, int]
+
+
 @dataclass(eq=False)
 class Query:
     id: int
@@ -141,6 +157,9 @@ class FetchScheduler:
         self.missing: set[int] = set()
         self.inflight: dict[int, int] = {}  # piece -> number of queries asking for it
         self.piece_size = 0  # 0 until the manifest is known
+        self.piece_count = 0
+        self.windows: dict[int, Window] = {}  # by owner (a stream)
+        self._window_seq = 0
         self.bad_pieces = 0
         self.replaced = 0
         self._ids = 0
@@ -229,7 +248,35 @@ class FetchScheduler:
     def set_pieces(self, piece_count: int, piece_size: int, have: Container[int]) -> None:
         """The manifest is known: every piece not in ``have`` is to be fetched."""
         self.piece_size = piece_size
+        self.piece_count = piece_count
         self.missing = {i for i in range(piece_count) if i not in have}
+
+    def set_window(self, owner: int, first: int, last: int, now: float, tail: int = 0) -> None:
+        """``owner`` (a stream) wants pieces ``first..last`` first, and the share's last ``tail``
+        pieces early; a new owner's window goes before the older ones, a moved one keeps its rank."""
+        old = self.windows.get(owner)
+        self._window_seq += 1
+        rank = old.rank if old is not None else (now, self._window_seq)
+        self.windows[owner] = Window(first, last, max(0, tail), rank)
+
+    def clear_window(self, owner: int) -> None:
+        """``owner`` no longer wants anything first (its stream ended)."""
+        self.windows.pop(owner, None)
+
+    def priority(self) -> list[range]:
+        """The piece ranges asked before the contiguous order, most urgent first."""
+        n = self.piece_count
+        out = []
+        for w in sorted(self.windows.values(), key=lambda w: w.rank, reverse=True):
+            out.append(range(max(0, w.first), min(n, w.last + 1)))
+        tail = max((w.tail for w in self.windows.values()), default=0)
+        if tail:
+            out.append(range(max(0, n - tail), n))
+        return [r for r in out if r]
+
+    def urgent(self, index: int) -> bool:
+        """Is piece ``index`` under a window (a stream waits for it)?"""
+        return any(index in r for r in self.priority())
 
     @property
     def done(self) -> bool:
@@ -269,7 +316,19 @@ class FetchScheduler:
         return out
 
     def _next_run(self, want: int) -> tuple[int, int, bool] | None:
-        """The lowest missing piece nobody is fetching, and the run of such pieces after it."""
+        """The first missing piece nobody is fetching, in the windows' order, else the lowest one,
+        and the run of such pieces after it (within its window)."""
+
+        def idle_piece(i: int) -> bool:
+            return i in self.missing and not self.inflight.get(i)
+
+        for span in self.priority():
+            for first in span:
+                if idle_piece(first):
+                    count = 1
+                    while count < want and first + count in span and idle_piece(first + count):
+                        count += 1
+                    return first, count, False
         idle = sorted(i for i in self.missing if not self.inflight.get(i))
         if not idle:
             return None
