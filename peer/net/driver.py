@@ -383,14 +383,11 @@ class NodeDriver:
         self.flush()
 
         async def upstream() -> None:  # circuit -> TCP
-            while True:
-                data = await stream.read()
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
+            with contextlib.suppress(StreamError):  # an OP's END says MISC; or the circuit closed
+                while data := await stream.read():
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()  # END closes a stream completely (docs/circuits.md): the connection too
 
         async def downstream() -> None:  # TCP -> circuit
             while True:

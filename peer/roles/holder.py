@@ -216,7 +216,7 @@ class HolderService:
 
     # ---- events --------------------------------------------------------------------------------
     def handle(self, e: ev.Event) -> bool:
-        if isinstance(e, ev.RelayMessageReceived) and e.hop >= 0:
+        if isinstance(e, ev.RelayMessageReceived):  # hop -1: a stream we serve_here at our ORDB
             key = (e.circ, e.stream_id)
             ac = self.circuits.get(e.circ)
             if ac is not None and ac.stream == e.stream_id:
