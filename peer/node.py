@@ -81,6 +81,7 @@ class PeerConfig:
     rewire_every: float = 5.0  # seconds between attempts to replace a redundant link
     record_path: Path | None = None  # test only: the anonymity recorder (DESIGN §11)
     one_hop_ordb: bool = False  # test only: the negative control (1-hop ORDB circuits break anonymity)
+    downloads_dir: Path | None = None  # where the UI exports files (default: DATA/downloads)
     max_upload: int | None = None  # bytes/s of pieces served as a holder (None: no cap)
 
 
@@ -174,6 +175,11 @@ class Peer:
     @property
     def guards(self) -> list[bytes]:
         return self._guards.ids
+
+    @property
+    def downloads_dir(self) -> Path:
+        """The only folder the web UI exports into (created on first export)."""
+        return self.config.downloads_dir or self.config.data_dir / "downloads"
 
     # ---- life cycle ---------------------------------------------------------------------------
     @classmethod

@@ -162,6 +162,8 @@ class NodeDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.bytes_in = 0  # link bytes received and sent, all channels (the UI's bandwidth chart)
+        self.bytes_out = 0
         self.on_event: Callable[[ev.Event], None] | None = None
         self.allow_exit_to: Callable[[str], bool] = _loopback_only
 
@@ -212,6 +214,7 @@ class NodeDriver:
         try:
             while True:
                 data = await st.link.recv()
+                self.bytes_in += len(data)
                 self.node.channel_receive(chan, data, self.now())
                 self.flush()
         except LinkClosed:
@@ -232,6 +235,7 @@ class NodeDriver:
                 st.wake.clear()
                 for msg in self.node.pop_messages(chan, PACK_BYTES):
                     await st.link.send(msg)
+                    self.bytes_out += len(msg)
         except LinkClosed:
             self.node.channel_lost(chan, "link closed")
             self.flush()

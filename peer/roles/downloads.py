@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peer.errors import PeerError
+from peer.errors import PeerError, UsageError
 from peer.net.keystore import atomic_write_private
 from peer.roles.fetch import Download, Progress
+from storage.encryption import decrypt_metadata
 from storage.sharelink import ShareLink
 
 DOWNLOADS_FILE = "downloads.json"
@@ -27,22 +28,45 @@ DOWNLOADS_FILE = "downloads.json"
 log = logging.getLogger(__name__)
 
 
-def _parse_entry(item: object) -> tuple[ShareLink, Path | None, bool] | str:
-    """One entry of DATA/downloads.json as (link, output, done), or why it is unusable (no key in it)."""
+def _parse_entry(item: object) -> tuple[ShareLink, Path | None, bool, bool] | str:
+    """One entry of DATA/downloads.json as (link, output, done, paused), or why it is unusable
+    (no key in it).  ``paused`` is written only when true."""
     if not isinstance(item, dict):
         return "not an object"
     text, output, done = item.get("link"), item.get("output"), item.get("done", False)
+    paused = item.get("paused", False)
     if not isinstance(text, str):
         return "no link"
     if output is not None and not isinstance(output, str):
         return "the output is not a path"
-    if not isinstance(done, bool):
-        return "'done' is not true or false"
+    if not isinstance(done, bool) or not isinstance(paused, bool):
+        return "'done' or 'paused' is not true or false"
     try:
         link = ShareLink.parse(text)
     except PeerError as exc:
         return f"bad link ({exc.kind})"
-    return link, Path(output) if output else None, done
+    return link, Path(output) if output else None, done, paused
+
+
+def waiting_for(p: Progress, running: bool) -> str | None:
+    """What a download waits for before its first piece, as a short phrase (None once it has one)."""
+    if not running or p.have > 0 or p.state in ("verified", "complete", "failed", "paused"):
+        return None
+    if p.state == "connecting":
+        return "links to other peers"
+    if p.state == "starting":
+        return "circuits to ORDBs"
+    if p.total == 0:
+        return "the share's manifest from an ORDB"
+    return "the first piece from a holder"
+
+
+def eta_seconds(p: Progress) -> float | None:
+    """Seconds left at the current rate, or None when unknown (no rate, no size yet)."""
+    left = p.size - p.bytes_verified
+    if p.rate <= 0 or p.size <= 0 or left <= 0:
+        return None
+    return round(left / p.rate, 1)
 
 
 @dataclass(eq=False)
@@ -52,10 +76,38 @@ class DownloadTask:
     output: Path | None
     task: asyncio.Task[None] = field(init=False)
     exported: str | None = None
+    paused: bool = False
+    _described: tuple[str | None, str | None] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return not self.task.done()
+
+    def describe(self) -> tuple[str | None, str | None]:
+        """The share's name and MIME type: from the link until the manifest is known, then from it
+        (decrypted for an encrypted share)."""
+        if self._described is not None:
+            return self._described
+        m = getattr(self.download, "manifest", None)
+        if m is None:
+            return self.link.name, None
+        name, mime = m.name or self.link.name, m.mime or None
+        if m.encrypted and self.link.key is not None:
+            try:
+                meta = decrypt_metadata(self.link.key, m.salt, m.meta)
+                name, mime = meta.name or name, meta.mime or None
+            except PeerError:
+                pass
+        self._described = (name, mime)
+        return self._described
 
     def summary(self) -> dict[str, object]:
         p: Progress = self.download.progress
+        running = self.running
+        name, mime = self.describe()
         return {
+            "name": name,
+            "type": mime,
             "id": self.link.hash_name.hex(),
             "state": p.state,
             "have": p.have,
@@ -70,7 +122,21 @@ class DownloadTask:
             "first_byte_s": p.first_byte_s,
             "error": p.error,
             "exported": self.exported,
+            "paused": self.paused,
+            "running": running,
+            "eta_s": eta_seconds(p) if running else None,
+            "waiting_for": waiting_for(p, running),
         }
+
+
+class DownloadStateError(UsageError):
+    """A control that does not apply to the download in its current state (or no such download)."""
+
+    kind = "download-state"
+
+
+async def _nothing() -> None:
+    return None
 
 
 class Downloads:
@@ -105,7 +171,7 @@ class Downloads:
     def start(self, link: ShareLink, output: Path | None = None) -> DownloadTask:
         """Start a download, or attach to the one already running (a new output path wins)."""
         task = self._tasks.get(link.hash_name)
-        if task is not None and not task.task.done():
+        if task is not None and (task.running or task.paused):
             if output is not None:
                 task.output = output
             return task
@@ -115,6 +181,61 @@ class Downloads:
         self._save()
         return dt
 
+    def pause(self, hash_name: bytes) -> DownloadTask:
+        """Stop fetching (the verified pieces stay in the store); ``resume`` goes on from them."""
+        dt = self._known(hash_name)
+        if not dt.running:
+            raise DownloadStateError("the download is not running")
+        dt.paused = True
+        dt.task.cancel()
+        self._save()
+        return dt
+
+    def resume_one(self, hash_name: bytes) -> DownloadTask:
+        """Restart a paused or failed download (a new fetch, asking only for the missing pieces)."""
+        dt = self._known(hash_name)
+        if dt.running:
+            raise DownloadStateError("the download is already running")
+        if dt.download.progress.state == "complete":
+            raise DownloadStateError("the download is complete")
+        del self._tasks[hash_name]
+        return self.start(dt.link, dt.output)
+
+    async def cancel(self, hash_name: bytes) -> DownloadTask:
+        """Stop a download and forget it (the caller drops its unfinished pieces)."""
+        dt = self._known(hash_name)
+        if dt.download.progress.state == "complete":
+            raise DownloadStateError("the download is complete: remove it instead")
+        dt.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await dt.task
+        self._forget(hash_name)
+        return dt
+
+    def remove(self, hash_name: bytes) -> DownloadTask:
+        """Forget a download that is not running (its content stays in the store)."""
+        dt = self._known(hash_name)
+        if dt.running:
+            raise DownloadStateError("the download is running: pause or cancel it first")
+        self._forget(hash_name)
+        return dt
+
+    def _known(self, hash_name: bytes) -> DownloadTask:
+        dt = self._tasks.get(hash_name)
+        if dt is None:
+            raise DownloadStateError("no such download")
+        return dt
+
+    def _forget(self, hash_name: bytes) -> None:
+        self._tasks.pop(hash_name, None)
+        self._save()
+
+    def _add_paused(self, link: ShareLink, output: Path | None) -> None:
+        dt = DownloadTask(link, self._make(link), output, paused=True)
+        dt.download.progress.state = "paused"
+        dt.task = asyncio.get_running_loop().create_task(_nothing())
+        self._tasks[link.hash_name] = dt
+
     async def _run(self, dt: DownloadTask) -> None:
         try:
             await dt.download.run()
@@ -123,6 +244,8 @@ class Downloads:
             dt.download.progress.state = "complete"
             self._seed(dt.link.hash_name)
         except asyncio.CancelledError:
+            if dt.paused:
+                dt.download.progress.state = "paused"
             raise
         except PeerError as exc:
             dt.download.progress.state = "failed"
@@ -132,7 +255,7 @@ class Downloads:
             self._save()
 
     def _save(self) -> None:
-        items = [
+        items: list[dict[str, object]] = [
             {
                 "link": d.link.format(),
                 "output": str(d.output) if d.output else None,
@@ -140,6 +263,9 @@ class Downloads:
             }
             for d in self._tasks.values()
         ]
+        for item, d in zip(items, self._tasks.values(), strict=True):
+            if d.paused:
+                item["paused"] = True
         atomic_write_private(self._path, json.dumps(items).encode())
 
     async def resume(self, delay: float = 1.0) -> None:
@@ -161,8 +287,13 @@ class Downloads:
             entry = _parse_entry(it)
             if isinstance(entry, str):
                 log.warning("skipping entry %d of %s: %s", n, self._path, entry)
-            elif not entry[2]:
+            elif entry[2] or entry[0].hash_name in self._tasks:
+                continue
+            elif entry[3]:
+                self._add_paused(entry[0], entry[1])
+            else:
                 self.start(entry[0], entry[1])
+        self._save()
 
     async def close(self) -> None:
         for d in self._tasks.values():

@@ -101,6 +101,7 @@ class HolderService:
         self.last_announce_error = ""
         self._background = Background()
         self.served_pieces = 0
+        self.served_queries: dict[bytes, int] = {}  # per hash_name: piece queries answered (in memory)
 
     # ---- announcing ----------------------------------------------------------------------------
     def owns(self, stream: Stream) -> bool:
@@ -277,6 +278,8 @@ class HolderService:
     async def _payload(self, q: DbQuery) -> tuple[int, bytes]:
         """The delivery for a query: the manifest, or the framed pieces with their proofs."""
         manifest = await self.store.get_manifest(q.hash_name)
+        if not (await self.store.get_download_state(q.hash_name)).seeding:
+            raise LookupError("not seeding")  # switched off (the library's seeding toggle)
         if q.wants_manifest:
             return DeliveryKind.MANIFEST, manifest
         count = min(q.count, MAX_PIECES_PER_QUERY)
@@ -337,6 +340,7 @@ class HolderService:
         await self._deliver(circ, sid, payload, q.txid)
         if kind == DeliveryKind.PIECES:
             self.served_pieces += q.count
+            self.served_queries[q.hash_name] = self.served_queries.get(q.hash_name, 0) + 1
 
     async def has(self, q: DbQuery) -> bool:
         """Do we hold what a query asks for (the manifest, or every piece of the run)?"""
@@ -364,6 +368,7 @@ class HolderService:
         await self._deliver(circ, sid, payload, bytes(16))
         if kind == DeliveryKind.PIECES:
             self.served_pieces += q.count
+            self.served_queries[q.hash_name] = self.served_queries.get(q.hash_name, 0) + 1
 
     async def close(self) -> None:
         await self._background.close()
