@@ -14,12 +14,18 @@ Every request, unmatched paths included, passes the same checks, in this order
 2. **Origin**, when present, must be ``http://`` plus one of those hosts (``null`` is
    refused); ``Sec-Fetch-Site``, when present, must be ``same-origin`` or ``none``.  403.
 3. **Token**: ``Authorization: Bearer TOKEN`` or ``X-Peersm-Token: TOKEN``, compared in
-   constant time.  A token in the URL query is ignored.  401.
+   constant time.  A token in the URL query is ignored.  401.  Two kinds of route differ:
+   pages (:meth:`ApiServer.add_page`: HTML, scripts, styles; they hold no data) need no
+   credential, and GET on a stream route (:meth:`ApiServer.add_stream_route`) or on an
+   event stream (a GET route whose path ends in ``/events``) accepts the web UI's session
+   cookie ``peersm_<port>`` instead of the token, since ``<video src>`` and ``EventSource``
+   cannot send headers.  The cookie opens nothing else (webui/auth.py, docs/ui-auth.md).
 4. **Content-Type**: POST, PUT, PATCH and DELETE need ``application/json``, so a
    cross-site HTML form or a ``text/plain`` fetch can never change state.  415.
 
 Errors are JSON ``{"error": "..."}``: no stack trace, no token, no echo of the refused
-header.  Every response carries the security headers of :data:`SECURITY_HEADERS`.
+header.  Every response carries the security headers of :data:`SECURITY_HEADERS`; pages
+get the stricter :data:`PAGE_CSP` and stream routes :data:`STREAM_CSP`.
 The access log goes to DEBUG with the route pattern, never the raw path or query.
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import hmac
 import inspect
 import ipaddress
@@ -36,6 +43,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +55,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from peer import __version__
 from peer.errors import PeerError, Retry, TransportError, UsageError
+from webui.auth import LoginCodes, Sessions, cookie_name, cookie_values
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,17 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+#: The CSP of pages (HTML, scripts, styles): own scripts and styles only, no inline code, no framing.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+#: The CSP of stream responses: a share's bytes never run in the UI's origin.
+STREAM_CSP = "sandbox; default-src 'none'"
+#: Where a one-time login code is opened (webui/pages.py serves it).
+LOGIN_PATH = "/ui/login"
+#: Added to a 401 where the session cookie would also do.
+STREAM_LOGIN_HINT = "; in the web UI, the session expired: run `peersm ui` and open the link it prints"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -87,6 +107,22 @@ class PeerNotRunning(TransportError):
 
     kind = "peer-not-running"
     retry = Retry.LATER
+
+
+class Access(enum.Enum):
+    """What a route needs besides the Host, Origin and Sec-Fetch-Site checks."""
+
+    TOKEN = "token"  # the API token in a header (every route unless said otherwise)
+    PAGE = "page"  # nothing: a page or asset that holds no data
+    STREAM = "stream"  # GET with the session cookie or the token: streams and event streams
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """The outcome of opening a login link: a new session's secret, or why not (``problem``)."""
+
+    secret: str | None = field(default=None, repr=False)
+    problem: str = ""
 
 
 class RequestRefused(PeerError):
@@ -183,7 +219,12 @@ class _DebugAccessLogger(AbstractAccessLogger):
 class ApiServer:
     """The peer's local HTTP API.  Build it, add routes, ``await start()``, ``await stop()``."""
 
-    def __init__(self, token: str | None = None, randbytes: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        randbytes: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if token is None:
             token = new_token(randbytes)
         elif not _TOKEN_RE.fullmatch(token):
@@ -195,11 +236,16 @@ class ApiServer:
         self._host: str | None = None
         self._port: int | None = None
         self._stopped = False
+        self._clock = clock
+        self.login_codes = LoginCodes(randbytes)
+        self.sessions = Sessions(randbytes)
+        self._access: dict[web.AbstractRoute, Access] = {}
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
         self.app[_SHUTTING_DOWN] = asyncio.Event()
-        self.app.on_response_prepare.append(_add_security_headers)
+        self.app.on_response_prepare.append(self._add_security_headers)
         self.app.on_shutdown.append(_signal_shutdown)
         self.add_route("GET", "/api/status", self._status)
+        self.add_route("POST", "/api/ui/code", self._new_code)
 
     def __repr__(self) -> str:
         return f"ApiServer(url={self._url_or_none()!r})"
@@ -227,17 +273,70 @@ class ApiServer:
         return f"http://{_host_literal(self._host)}:{self._port}"
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
-        """Serve ``handler`` for ``method path``; a returned mapping is sent as JSON."""
+        """Serve ``handler`` for ``method path``; a returned mapping is sent as JSON.
+
+        A GET route whose path ends in ``/events`` is an event stream: the session cookie
+        opens it too.  Every other API route needs the token.
+        """
         if not path.startswith("/api/"):
             raise UsageError(f"API routes live under /api/, not {path!r}")
+        events = method.upper() == "GET" and path.endswith("/events")
+        self._add(method, path, handler, Access.STREAM if events else Access.TOKEN)
 
+    def add_stream_route(self, path: str, handler: Handler) -> None:
+        """Serve GET ``path`` (under /stream/) to the session cookie or the token; CSP :data:`STREAM_CSP`."""
+        if not path.startswith("/stream/"):
+            raise UsageError(f"stream routes live under /stream/, not {path!r}")
+        self._add("GET", path, handler, Access.STREAM)
+
+    def add_page(self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        """Serve GET ``path`` (under /ui/ or /static/) with no credential; CSP :data:`PAGE_CSP`.
+
+        A page holds no data: its script reads the token from ``sessionStorage`` and calls the API.
+        """
+        if not path.startswith(("/ui/", "/static/")) and path != "/ui":
+            raise UsageError(f"pages live under /ui/ or /static/, not {path!r}")
+        self._add("GET", path, handler, Access.PAGE)
+
+    def _add(self, method: str, path: str, handler: Handler, access: Access) -> None:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             result = await handler(request)
             if isinstance(result, web.StreamResponse):
                 return result
             return web.json_response(dict(result))
 
-        self.app.router.add_route(method, path, wrapped)
+        route = self.app.router.add_route(method, path, wrapped)
+        self._access[route] = access
+
+    # -- web UI login --------------------------------------------------------------------------
+
+    def login_url(self) -> str:
+        """A fresh one-time login link for this server (give it to the user, never to a log)."""
+        code = self.login_codes.issue(self._clock())
+        return f"{self.url}{LOGIN_PATH}?code={code}"
+
+    def redeem_login(self, request: web.Request) -> LoginResult:
+        """Trade the request's one-time code for a new session, if the request may.
+
+        Only a top-level navigation the user made (``Sec-Fetch-Site: none``: typed, pasted,
+        or opened by ``peersm ui``) may use a code; any other request leaves the code usable.
+        """
+        sites = request.headers.getall("Sec-Fetch-Site", [])
+        if len(sites) != 1 or sites[0].strip().lower() != "none":
+            return LoginResult(
+                problem="Open the login link by pasting it into the address bar (or with `peersm ui --open`)"
+            )
+        codes = request.query.getall("code", [])
+        if len(codes) != 1 or not self.login_codes.redeem(codes[0], self._clock()):
+            return LoginResult(problem="This login link was used already, has expired, or is wrong")
+        return LoginResult(secret=self.sessions.open(self._clock()))
+
+    def set_session_cookie(self, response: web.StreamResponse, secret: str) -> None:
+        """``peersm_<port>=SECRET; HttpOnly; SameSite=Strict; Path=/`` (a browser-session cookie)."""
+        response.set_cookie(cookie_name(self.port), secret, path="/", httponly=True, samesite="Strict")
+
+    async def _new_code(self, request: web.Request) -> JsonObject:
+        return {"url": self.login_url(), "expires_in": int(self.login_codes.ttl)}
 
     def set_status_provider(self, provider: StatusProvider) -> None:
         """What ``GET /api/status`` reports (plus ``version``); may be sync or async."""
@@ -325,16 +424,42 @@ class ApiServer:
         fetch_site = request.headers.get("Sec-Fetch-Site")
         if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
             return _refuse(403, "forbidden: cross-site requests are refused")
-        if not self._token_ok(request):
+        access = self._access_of(request)
+        if access is Access.STREAM and request.method == "GET" and self._session_ok(request, sockname[1]):
+            return None
+        if access is not Access.PAGE and not self._token_ok(request):
             return _refuse(
                 401,
-                "missing or wrong API token: send 'Authorization: Bearer TOKEN' (the token is in DIR/api.json)",
+                "missing or wrong API token: send 'Authorization: Bearer TOKEN' (the token is in DIR/api.json)"
+                + (STREAM_LOGIN_HINT if access is Access.STREAM else ""),
             )
         if request.method in STATE_CHANGING and (
             "Content-Type" not in request.headers or request.content_type.lower() != "application/json"
         ):
             return _refuse(415, f"{request.method} requests need Content-Type: application/json")
         return None
+
+    def _access_of(self, request: web.Request) -> Access:
+        route = getattr(request.match_info, "route", None)
+        return self._access.get(route, Access.TOKEN) if route is not None else Access.TOKEN
+
+    def _session_ok(self, request: web.Request, port: int) -> bool:
+        now = self._clock()
+        values = cookie_values(request.headers.getall("Cookie", []), cookie_name(int(port)))
+        return any(self.sessions.valid(value, now) for value in values)
+
+    async def _add_security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(SECURITY_HEADERS)
+        if request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        access = self._access_of(request)
+        if access is Access.PAGE:
+            response.headers["Content-Security-Policy"] = PAGE_CSP
+        elif access is Access.STREAM and not request.path.startswith("/api/"):
+            response.headers["Content-Security-Policy"] = STREAM_CSP
+        if access is not Access.TOKEN:
+            response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+            response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
 
     def _token_ok(self, request: web.Request) -> bool:
         presented: list[str] = []
@@ -358,12 +483,6 @@ def _http_exception_as_json(exc: web.HTTPException) -> web.Response:
         if name.lower() not in ("content-type", "content-length"):
             response.headers[name] = value
     return response
-
-
-async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(SECURITY_HEADERS)
-    if request.path.startswith("/api/"):
-        response.headers["Cache-Control"] = "no-store"
 
 
 async def _signal_shutdown(app: web.Application) -> None:

@@ -37,6 +37,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return cmd_status(args)
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from peer.app.up import cmd_ui
+
+    return cmd_ui(args)
+
+
 def _cmd_tor(args: argparse.Namespace) -> int:
     from peer.app.tor import cmd_tor
 
@@ -233,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--data", type=Path, default=None)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+    ui = add("ui", "print a one-time login link to a running peer's web UI (or open it)", _cmd_ui)
+    ui.add_argument("--data", type=Path, default=None)
+    ui.add_argument("--open", action="store_true", help="open the link in the default browser")
 
     bridge = add(
         "bridge",

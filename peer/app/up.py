@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from peer.app.apiclient import ApiClient
 from peer.errors import PeerError, UsageError
@@ -78,9 +78,11 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
     peer = await Peer.start(config)
     api = ApiServer()
     api.set_status_provider(peer.status)
+    from webui.pages import add_pages
     from webui.routes import add_routes
 
     add_routes(api, peer)
+    add_pages(api)
     url = await api.start(ui_host, ui_port)
     write_api_json(data_dir, url, api.token)
     print(
@@ -93,9 +95,11 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
         ),
         flush=True,
     )
+    print_ui_link(api)
     log.info(
-        "peer up (%s identity); API and status: peersm status --data %s",
+        "peer up (%s identity); API and status: peersm status --data %s; web UI: peersm ui --data %s",
         "stable" if config.stable else "ephemeral",
+        data_dir,
         data_dir,
     )
     stop = asyncio.Event()
@@ -123,6 +127,46 @@ def cmd_up(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"peersm up: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def print_ui_link(api: ApiServer, out: TextIO | None = None) -> bool:
+    """Print a one-time web UI login link when ``out`` (stdout) is a terminal; never into a pipe or file.
+
+    ``peersm up``'s output may be captured into a log (the testnet does), and a login link
+    must not stay in one.  Returns whether it printed.
+    """
+    out = sys.stdout if out is None else out
+    if not out.isatty():
+        return False
+    print(f"web UI: {api.login_url()}", file=out)
+    print("  (this link works once, for 2 minutes; `peersm ui` prints a new one)", file=out, flush=True)
+    return True
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``peersm ui``: ask the running peer for a one-time login link; print it, or open it (``--open``)."""
+    from peer.app.paths import default_data_dir
+
+    data_dir = args.data or default_data_dir()
+    try:
+        client = ApiClient.from_data_dir(data_dir)
+        url = client.post("/api/ui/code", {}).get("url")
+    except PeerError as exc:
+        print(f"peersm ui: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(url, str) or not url.startswith(f"{client.url}/ui/login?code="):
+        print(f"peersm ui: the peer at {client.url} sent no usable login link", file=sys.stderr)
+        return 1
+    if getattr(args, "open", False):
+        import webbrowser
+
+        if webbrowser.open(url):
+            print("peersm ui: opened the web UI in your browser", file=sys.stderr)
+            return 0
+        print("peersm ui: no browser could be opened; open this link yourself:", file=sys.stderr)
+    print(url, flush=True)
+    print("(this link works once, for 2 minutes)", file=sys.stderr)
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
