@@ -215,10 +215,14 @@ async def test_an_answer_not_sealed_by_the_peer_we_asked_is_refused(forged: str,
         }[forged]
         with pytest.raises(LinkRefused, match=why):
             await a.links.connect(b.record(), Forger(a, answer))
-        assert a.links.count == 0 and why in a.links.refused[-1]
+        assert a.links.count == 0 and any(why in r for r in a.links.refused)
         assert not a.links.may_try(b.node_id)
-        if forged == "an offer, not an answer":
-            assert a.links.refused[0].startswith("an inbound link failed: SdpError")
+        if forged == "an offer, not an answer" and b.node_id < a.node_id:
+            # glare: the higher NodeID takes the lower one's offer as an offer (a malformed one here);
+            # the lower NodeID ignores it (its own offer wins), so only its wait times out
+            assert await wait_for(
+                lambda: any(r.startswith("an inbound link failed: SdpError") for r in a.links.refused), GUARD
+            ), a.links.refused
 
 
 async def test_empty_answers_move_on_to_the_next_signaller_and_all_empty_is_unreachable() -> None:
