@@ -278,14 +278,23 @@ async def test_export_refuses_names_that_leave_the_folder(ui: Ui, tmp_path: Path
     ln, _ = await finished_download(ui, tmp_path)
     r = await ui.post(f"/api/downloads/{ln.hash_name.hex()}/export", {"name": name})
     assert r.status == 400 and error_of(r)
+    if isinstance(name, str) and ("/" in name or "\\" in name or name in (".", "..")):
+        assert "no folders" in error_of(r)  # says why, not only that the name is odd
     assert snapshot(ui.peer.downloads_dir) == []
     assert not (tmp_path / "escape.txt").exists() and not (ui.peer.data_dir / "escape.txt").exists()
 
 
-async def test_export_of_an_unfinished_download_is_refused(ui: Ui) -> None:
-    await ui.post("/api/downloads", {"link": link(4).format()})
+async def test_export_of_an_unfinished_download_is_refused(ui: Ui, tmp_path: Path, store: ChunkStore) -> None:
+    await ui.post("/api/downloads", {"link": link(4).format()})  # nothing stored yet
     r = await ui.post(f"/api/downloads/{link(4).hash_name.hex()}/export", {"name": "x.bin"})
     assert r.status == 409 and "not complete" in error_of(r)
+    ln = await shared_file(ui, tmp_path, size=300_000)  # a share with a piece missing
+    await store._drop_piece(await store._share(ln.hash_name), 0)
+    await ui.post("/api/downloads", {"link": ln.format()})
+    for path in (f"/api/downloads/{ln.hash_name.hex()}/export", f"/api/library/{ln.hash_name.hex()}/export"):
+        r = await ui.post(path, {"name": "x.bin"})
+        assert r.status == 409 and "not complete" in error_of(r)
+    assert snapshot(ui.peer.downloads_dir) == []
 
 
 # ---- ranges ---------------------------------------------------------------------------------------------
@@ -509,3 +518,66 @@ def test_pages_have_no_inline_script_or_style() -> None:
 def test_the_sink_check_catches_a_sink() -> None:
     assert _HTML_SINKS.search("row.innerHTML = name;") and _HTML_SINKS.search("el.insertAdjacentHTML('x', s)")
     assert not _HTML_SINKS.search("cell.textContent = name;")
+
+
+# ---- the parts below the routes: the no-overwrite placement, the holder's seeding and counter ---------
+
+
+def test_place_never_replaces_an_existing_file(tmp_path: Path) -> None:
+    from webui.exports import _place
+    from webui.server import RequestRefused
+
+    tmp, target = tmp_path / "tmp", tmp_path / "target"
+    tmp.write_bytes(b"new")
+    target.write_bytes(b"old")
+    with pytest.raises(RequestRefused) as refused:
+        _place(tmp, target)
+    assert refused.value.status == 409 and target.read_bytes() == b"old"
+    other = tmp_path / "free"
+    _place(tmp, other)
+    assert other.read_bytes() == b"new"
+
+
+class _QuietNode:
+    """The onion core calls a holder makes while serving, all accepted."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def stream_send(self, circ: int, sid: int, data: bytes) -> bool:
+        self.sent += len(data)
+        return True
+
+    def send_relay(self, *args: object) -> None:
+        return None
+
+    def db_end(self, *args: object) -> None:
+        return None
+
+
+async def test_the_holder_serves_only_seeded_shares_and_counts_per_share(
+    store: ChunkStore, tmp_path: Path
+) -> None:
+    from peer.roles.holder import HolderService
+    from peer.wire.ordb import DbQuery
+
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(50_000))
+    h = (await store.import_file(src, encrypt=False, randbytes=os.urandom)).hash_name
+    node = _QuietNode()
+
+    async def no_circuit(_: set[bytes]) -> tuple[int, bytes]:
+        raise AssertionError("not used")
+
+    holder = HolderService(node, store, kick=lambda: None, build_ordb_circuit=no_circuit)  # type: ignore[arg-type]
+    q = DbQuery(h, 0, 1, 0)
+    await holder.serve_here((1, 1), q)
+    await holder.serve_here((1, 2), q)
+    assert holder.served_queries == {h: 2} and node.sent > 0
+    await store.set_seeding(h, False)
+    sent = node.sent
+    with pytest.raises(LookupError):
+        await holder._payload(q)
+    await holder.serve_here((1, 3), q)
+    assert node.sent == sent and holder.served_queries == {h: 2}  # refused, not counted
+    await holder.close()
