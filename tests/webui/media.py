@@ -175,11 +175,12 @@ def probe(path: Path) -> Probe:
     with av.open(str(path)) as f:
         duration = (f.duration or 0) / av.time_base
         vs = f.streams.video[0]
-        if vs.duration is not None and vs.time_base is not None:
-            video_duration = float(vs.duration * vs.time_base)
+        tb = vs.time_base or Fraction(1, 1)
+        if vs.duration is not None:
+            video_duration = float(vs.duration * tb)
         else:  # Matroska keeps no per-stream duration: the last frame's end
             last = max(p.pts + (p.duration or 0) for p in f.demux(vs) if p.pts is not None)
-            video_duration = float(last * vs.time_base)
+            video_duration = float(last * tb)
         a = f.streams.audio[0].codec_context.name if f.streams.audio else None
         rate = path.stat().st_size * 8 / duration
         return Probe(f.format.name, duration, video_duration, rate, vs.codec_context.name, a)
