@@ -68,7 +68,7 @@ class NetworkView:
         self.peer = peer
         self.every = every
         self.meter = BandwidthMeter()
-        self.ordbs_seen: set[bytes] = set()  # every ORDB a circuit of ours ended at, while sampled
+        self.ordbs_seen: set[bytes] = set()  # every ORDB a circuit of ours ended at, when sampled or reported
         self._task: asyncio.Task[None] | None = None
 
     def ordbs_now(self) -> set[bytes]:
@@ -127,6 +127,8 @@ class NetworkView:
             for n in p.links.neighbours.values()
         ]
         circuits = self.circuits()
+        ordbs_now = self.ordbs_now()
+        self.ordbs_seen |= ordbs_now
         ordb = p.ordb.status()
         relaxed = []
         if not p.config.subnet_rule:
@@ -156,7 +158,7 @@ class NetworkView:
             },
             "anonymity": {
                 "guards": len(guards),
-                "ordbs_now": len(self.ordbs_now()),
+                "ordbs_now": len(ordbs_now),
                 "ordbs_seen": len(self.ordbs_seen),
                 "path_rules_relaxed": bool(relaxed),
                 "relaxed": relaxed,

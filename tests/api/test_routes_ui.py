@@ -471,6 +471,14 @@ async def test_network_reports_links_circuits_and_health(ui: Ui) -> None:
         "relaxed": [],
         "peer_view": 17,
     }
+    await ui.post("/api/downloads", {"link": link(1).format()})  # a download with a circuit of its own
+    fake = ui.fake(link(1))
+    fake.ordb_ids = lambda: {b"\x0b" * 20}  # type: ignore[attr-defined]
+    fake.sched = SimpleNamespace(circuits={9: None})  # type: ignore[attr-defined]
+    ui.peer.circuits.paths[9] = [b"\x02" * 20, b"\x05" * 20, b"\x06" * 20]
+    doc = (await ui.get("/api/network")).json()
+    assert {"hops": 3, "kind": "download", "first_hop": "02" * 8} in doc["circuits"]
+    assert doc["anonymity"]["ordbs_now"] == 2 and doc["anonymity"]["ordbs_seen"] == 2
     ui.peer.config.subnet_rule = False
     health = (await ui.get("/api/network")).json()["anonymity"]
     assert health["path_rules_relaxed"] is True and "subnet" in health["relaxed"][0]
