@@ -81,7 +81,8 @@ class DownloadTask:
 
     @property
     def running(self) -> bool:
-        return not self.task.done()
+        """Fetching now (a paused download is not, even while its fetch task winds down)."""
+        return not self.paused and not self.task.done()
 
     def describe(self) -> tuple[str | None, str | None]:
         """The share's name and MIME type: from the link until the manifest is known, then from it

@@ -589,3 +589,28 @@ async def test_the_holder_serves_only_seeded_shares_and_counts_per_share(
     await holder.serve_here((1, 3), q)
     assert node.sent == sent and holder.served_queries == {h: 2}  # refused, not counted
     await holder.close()
+
+
+async def test_a_paused_download_stays_paused_across_a_restart(tmp_path: Path) -> None:
+    before = Factories()
+    d = Downloads(tmp_path, before.make, before.export, before.seed)  # type: ignore[arg-type]
+    d.start(link(1))
+    d.start(link(2))
+    await asyncio.wait_for(before.made[0].running.wait(), WAIT)
+    d.pause(link(1).hash_name)
+    await d.close()
+    saved = json.loads((tmp_path / "downloads.json").read_text())
+    assert [e.get("paused", False) for e in saved] == [True, False]
+
+    after = Factories()
+    again = Downloads(tmp_path, after.make, after.export, after.seed)  # type: ignore[arg-type]
+    try:
+        await again.resume(delay=0)
+        paused, running = again.get(link(1).hash_name), again.get(link(2).hash_name)
+        assert paused is not None and paused.paused and not paused.running
+        assert paused.summary()["state"] == "paused"
+        assert running is not None and running.running
+        assert not after.made[0].running.is_set()  # the paused one's fetch never ran
+        assert again.resume_one(link(1).hash_name).running
+    finally:
+        await again.close()
