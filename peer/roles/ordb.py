@@ -52,9 +52,6 @@ log = logging.getLogger(__name__)
 
 Stream = tuple[int, int]  # (circuit handle, stream id)
 
-# Named by docs/ordb-protocol.md but unused (as before): the splice withholds acknowledgements when
-# the node's stream_send says the requester's queue is full (the node's SEND_HIGH_WATER).
-SPLICE_HIGH_WATER = 128 * 1024
 PUBLISH_RETRY_FIRST = 2.0  # seconds before a provider record no other node took is published again
 PUBLISH_ATTEMPTS = 6
 FORWARD_TRIES = 3  # provider records tried per forwarded query
