@@ -21,7 +21,10 @@ Every request, unmatched paths included, passes the same checks, in this order
    cookie ``peersm_<port>`` instead of the token, since ``<video src>`` and ``EventSource``
    cannot send headers.  The cookie opens nothing else (webui/auth.py, docs/ui-auth.md).
 4. **Content-Type**: POST, PUT, PATCH and DELETE need ``application/json``, so a
-   cross-site HTML form or a ``text/plain`` fetch can never change state.  415.
+   cross-site HTML form or a ``text/plain`` fetch can never change state.  415.  An upload
+   route (:meth:`ApiServer.add_upload_route`) takes ``application/octet-stream`` instead,
+   which no form can send either and which a cross-site fetch cannot send without a CORS
+   preflight that this server never approves.
 
 Errors are JSON ``{"error": "..."}``: no stack trace, no token, no echo of the refused
 header.  Every response carries the security headers of :data:`SECURITY_HEADERS`; pages
@@ -115,6 +118,7 @@ class Access(enum.Enum):
     TOKEN = "token"  # the API token in a header (every route unless said otherwise)
     PAGE = "page"  # nothing: a page or asset that holds no data
     STREAM = "stream"  # GET with the session cookie or the token: streams and event streams
+    UPLOAD = "upload"  # POST with the token and an application/octet-stream body (a file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +293,15 @@ class ApiServer:
             raise UsageError(f"stream routes live under /stream/, not {path!r}")
         self._add("GET", path, handler, Access.STREAM)
 
+    def add_upload_route(self, path: str, handler: Handler) -> None:
+        """Serve POST ``path`` (under /api/) to the token, with an ``application/octet-stream`` body.
+
+        The handler reads ``request.content`` as it arrives (the body is not size-capped like JSON's).
+        """
+        if not path.startswith("/api/"):
+            raise UsageError(f"API routes live under /api/, not {path!r}")
+        self._add("POST", path, handler, Access.UPLOAD)
+
     def add_page(self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
         """Serve GET ``path`` (under /ui/ or /static/) with no credential; CSP :data:`PAGE_CSP`.
 
@@ -433,10 +446,9 @@ class ApiServer:
                 "missing or wrong API token: send 'Authorization: Bearer TOKEN' (the token is in DIR/api.json)"
                 + (STREAM_LOGIN_HINT if access is Access.STREAM else ""),
             )
-        if request.method in STATE_CHANGING and (
-            "Content-Type" not in request.headers or request.content_type.lower() != "application/json"
-        ):
-            return _refuse(415, f"{request.method} requests need Content-Type: application/json")
+        wanted = "application/octet-stream" if access is Access.UPLOAD else "application/json"
+        if request.method in STATE_CHANGING and _media_type(request) != wanted:
+            return _refuse(415, f"{request.method} requests need Content-Type: {wanted}")
         return None
 
     def _access_of(self, request: web.Request) -> Access:
@@ -457,7 +469,7 @@ class ApiServer:
             response.headers["Content-Security-Policy"] = PAGE_CSP
         elif access is Access.STREAM and not request.path.startswith("/api/"):
             response.headers["Content-Security-Policy"] = STREAM_CSP
-        if access is not Access.TOKEN:
+        if access in (Access.PAGE, Access.STREAM):
             response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
             response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
 
@@ -473,6 +485,12 @@ class ApiServer:
         for value in presented:  # every presented token must match; no short-circuit on the first
             ok &= hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token_bytes)
         return ok
+
+
+def _media_type(request: web.Request) -> str:
+    """The Content-Type's media type, lower case; "" when absent or empty (aiohttp would say octet-stream)."""
+    values = request.headers.getall("Content-Type", [])
+    return values[0].partition(";")[0].strip().lower() if len(values) == 1 else ""
 
 
 def _http_exception_as_json(exc: web.HTTPException) -> web.Response:

@@ -38,6 +38,7 @@ class Watched:
     count: int = 0  # state-changing test route
     streamed: int = 0  # stream handler runs
     evented: int = 0  # event stream handler runs
+    uploaded: list[int] = field(default_factory=list)  # bytes received per upload
 
 
 @dataclass
@@ -115,7 +116,15 @@ def add_watched_routes(server: ApiServer, watched: Watched) -> None:
 
         return await sse_response(request, gen())
 
+    async def upload(request: web.Request) -> Mapping[str, Any]:
+        size = 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+        watched.uploaded.append(size)
+        return {"size": size}
+
     server.add_route("POST", "/api/test/counter", bump)
+    server.add_upload_route("/api/test/upload", upload)
     server.add_route("GET", "/api/test/counter", read)
     server.add_route("GET", "/api/test/events", events)
     server.add_route("POST", "/api/test/events", bump)  # same path, not GET: the cookie must not open it

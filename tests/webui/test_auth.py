@@ -223,8 +223,10 @@ async def test_a_made_up_or_missing_code_is_refused(ui: Ui) -> None:
         "/ui/login",
         "/ui/login?code=",
         "/ui/login?code=AAAAAAAAAAAAAAAAAAAAAA",
-        f"{real}&code=x",
         f"{real}x",
+        f"{real}&code=x",
+        f"/ui/login?code=x&{real.split('?', 1)[1]}",
+        f"/ui/login?{real.split('?', 1)[1]}&{real.split('?', 1)[1]}",
     ):
         r = await ui.login(path)
         assert r.status == 403 and "set-cookie" not in r.headers, path

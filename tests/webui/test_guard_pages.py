@@ -32,6 +32,7 @@ STREAM_CSP = "sandbox; default-src 'none'"
 API_CSP = "default-src 'self'; frame-ancestors 'none'"
 NAV_PAGES = ("share", "downloads", "library", "network")
 JSON_CT = ("Content-Type", "application/json")
+OCTETS = ("Content-Type", "application/octet-stream")
 
 
 def foreign_hosts(port: int) -> list[str]:
@@ -171,14 +172,15 @@ async def test_fifty_foreign_host_spellings_are_refused_without_effect(ui: Ui) -
             ("GET", "/stream/abcd", [h, ui.cookie(secret)]),
             ("GET", "/api/test/events", [h, ui.cookie(secret)]),
             ("POST", "/api/test/counter", [h, ui.token(), JSON_CT]),
+            ("POST", "/api/test/upload", [h, ui.token(), OCTETS]),
         ]
         for method, path, headers in attempts:
             r = await ui.request(method, path, headers, b"{}" if method == "POST" else b"")
             assert refused(r), (host, method, path, r.status)
             assert "set-cookie" not in r.headers
             assert TOKEN.encode() not in r.body
-    assert sum(r.status == 403 for r in ui.responses) >= 50 * 7, "most must reach the guard, not the parser"
-    assert (ui.watched.count, ui.watched.streamed, ui.watched.evented) == (0, 0, 0)
+    assert sum(r.status == 403 for r in ui.responses) >= 50 * 8, "most must reach the guard, not the parser"
+    assert (ui.watched.count, ui.watched.streamed, ui.watched.evented, ui.watched.uploaded) == (0, 0, 0, [])
     assert len(ui.server.login_codes) == codes_before and len(ui.server.sessions) == 1
     assert (await ui.login(login)).status == 200, "the code survived every refused attempt"
 
@@ -221,6 +223,33 @@ async def test_form_and_text_posts_are_refused_without_effect(ui: Ui) -> None:
             )
             assert r.status == 401, (path, ctype)
     assert ui.watched.count == 0 and len(ui.server.login_codes) == codes_before
+
+
+async def test_an_upload_route_takes_octets_with_the_token_only(ui: Ui) -> None:
+    secret = await ui.session()
+    big = bytes(range(256)) * (3 << 12)  # 3 MiB: more than a JSON body may be
+    cases = [
+        ([ui.host(), ui.cookie(secret), OCTETS], 401),
+        ([ui.host(), OCTETS], 401),
+        ([ui.host(), ui.token(), JSON_CT], 415),
+        ([ui.host(), ui.token(), ("Content-Type", "text/plain")], 415),
+        ([ui.host(), ui.token(), ("Content-Type", "multipart/form-data; boundary=x")], 415),
+        ([ui.host(), ui.token(), ("Content-Type", "application/x-www-form-urlencoded")], 415),
+        ([ui.host(), ui.token()], 415),
+        ([ui.host(), ui.token(), ("Content-Type", "")], 415),  # aiohttp reads both as octet-stream
+        ([ui.host(), ui.token(), OCTETS, OCTETS], 400),  # aiohttp's parser refuses two
+        ([ui.host(), ui.token(), OCTETS, ("Origin", "http://evil.test")], 403),
+        ([ui.host(), ui.token(), OCTETS, ("Sec-Fetch-Site", "cross-site")], 403),
+    ]
+    for headers, status in cases:
+        r = await ui.request("POST", "/api/test/upload", headers, b"data")
+        assert r.status == status, headers
+    assert ui.watched.uploaded == []
+    # octets are for upload routes only
+    r = await ui.request("POST", "/api/test/counter", [ui.host(), ui.token(), OCTETS], b"{}")
+    assert r.status == 415 and ui.watched.count == 0
+    r = await ui.request("POST", "/api/test/upload", [ui.host(), ui.token(), OCTETS], big)
+    assert r.status == 200 and r.json() == {"size": len(big)} and ui.watched.uploaded == [len(big)]
 
 
 # -- pages: no credential, strict CSP, no inline code --------------------------------------------------
