@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import shutil
@@ -173,13 +174,12 @@ def add_library_routes(api: ApiServer, peer: Peer) -> None:
         ``multipart/form-data`` or ``text/plain``, and a cross-site ``fetch`` with any other
         type, or with the ``X-Peersm-Token`` header, needs a CORS preflight that this server
         never grants; the token is still required, and the guard's Host, Origin and
-        ``Sec-Fetch-Site`` checks run first.  The body streams into a private temporary file
+        ``Sec-Fetch-Site`` checks run first (:meth:`ApiServer.add_upload_route`: the guard
+        requires this type here, and JSON everywhere else).  The body streams into a private temporary file
         under DATA/uploads (never wholly in memory), is imported into the store, and the
         temporary file is deleted.  Options come in headers: ``X-Peersm-Filename``
         (percent-encoded UTF-8, sanitised), ``X-Peersm-Encrypt`` and ``X-Peersm-Seed``
         (``1``/``0``)."""
-        if request.content_type.lower() != "application/octet-stream":
-            raise RequestRefused(415, "an upload is sent as Content-Type: application/octet-stream")
         name = upload_name(request.headers.get("X-Peersm-Filename"))
         encrypt = _flag(request.headers.get("X-Peersm-Encrypt"), False)
         seed = _flag(request.headers.get("X-Peersm-Seed"), True)
@@ -187,7 +187,12 @@ def add_library_routes(api: ApiServer, peer: Peer) -> None:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=root, prefix=".upload-"))
         try:
-            path, size = await receive_upload(request, work, name)
+            try:
+                path, size = await receive_upload(request, work, name)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise RequestRefused(507, "no space left for the upload: free some disk space") from None
+                raise
             if size == 0:
                 raise RequestRefused(400, "the upload is empty: choose a file with some content")
             link = await peer.share(path, encrypt=encrypt, seed=seed)
@@ -208,7 +213,7 @@ def add_library_routes(api: ApiServer, peer: Peer) -> None:
     api.add_route("POST", "/api/library/{id}/remove", remove)
     api.add_route("DELETE", "/api/library/{id}", remove)
     api.add_route("POST", "/api/library/{id}/export", export)
-    api.add_route("POST", "/api/uploads", upload)
+    api.add_upload_route("/api/uploads", upload)
     api.add_route("GET", "/api/qr", qr)
 
 

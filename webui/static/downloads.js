@@ -1,10 +1,19 @@
 /* peersm web UI: the Downloads page. The list comes from GET /api/downloads (every 5 s, for
  * downloads started elsewhere); each running download's row is kept live by its event stream
- * (GET /api/downloads/{id}/events). Controls are POSTs; names and errors go in as text.
+ * (GET /api/downloads/{id}/events; at most MAX_STREAMS at once). Controls are POSTs; names and errors go in as text.
  */
 "use strict";
 
 const rows = new Map();  // id -> {tr, cells, source, last}
+// A browser keeps at most 6 connections to one host over HTTP/1.1: a few event streams at once,
+// the other rows are refreshed by the 5 s poll, so API calls always find a free connection.
+const MAX_STREAMS = 3;
+
+function openStreams() {
+  let n = 0;
+  for (const row of rows.values()) if (row.source) n += 1;
+  return n;
+}
 
 function statusText(d) {
   if (d.error) return d.state + ": " + d.error;
@@ -71,7 +80,12 @@ function update(d) {
   c.status.textContent = statusText(d);
   c.status.className = "small state-" + d.state;
   fill(c.actions, ...buttons(d));
-  if (d.running && !row.source) follow(d.id, row);
+  if (!d.running && row.source) {
+    row.source.close();
+    row.source = null;
+  } else if (d.running && !row.source && openStreams() < MAX_STREAMS) {
+    follow(d.id, row);
+  }
   document.getElementById("empty").hidden = rows.size > 0;
 }
 
