@@ -674,3 +674,19 @@ async def test_a_paused_download_stays_paused_across_a_restart(tmp_path: Path) -
         assert again.resume_one(link(1).hash_name).running
     finally:
         await again.close()
+
+
+async def test_a_summary_names_the_share_and_its_type_once_the_manifest_is_known(
+    ui: Ui, tmp_path: Path, store: ChunkStore
+) -> None:
+    src = tmp_path / "talk.webm"
+    src.write_bytes(os.urandom(20_000))
+    ln = ShareLink.parse(await ui.peer.share(src, encrypt=True))
+    assert ln.key is not None and ln.name is None  # an encrypted share's link does not carry its name
+    await ui.post("/api/downloads", {"link": ln.format()})
+    ident = ln.hash_name.hex()
+    doc = (await ui.get(f"/api/downloads/{ident}")).json()
+    assert doc["name"] is None and doc["type"] is None
+    ui.fake(ln).manifest = await store.manifest(ln.hash_name)  # type: ignore[attr-defined]
+    doc = (await ui.get(f"/api/downloads/{ident}")).json()
+    assert doc["name"] == "talk.webm" and doc["type"] == "video/webm"  # decrypted with the link's key
