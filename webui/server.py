@@ -87,6 +87,8 @@ PAGE_CSP = (
 STREAM_CSP = "sandbox; default-src 'none'"
 #: Where a one-time login code is opened (webui/pages.py serves it).
 LOGIN_PATH = "/ui/login"
+#: Added to a 403 for a page that a link on another site (or another local port) led to.
+PAGE_SITE_HINT = "; open the web UI from the address bar: run `peersm ui` and paste the link it prints"
 #: Added to a 401 where the session cookie would also do.
 STREAM_LOGIN_HINT = "; in the web UI, the session expired: run `peersm ui` and open the link it prints"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -434,10 +436,11 @@ class ApiServer:
         origins = request.headers.getall("Origin", [])
         if origins and (len(origins) != 1 or origins[0].lower() not in {f"http://{h}" for h in hosts}):
             return _refuse(403, "forbidden Origin: cross-site requests are refused")
+        access = self._access_of(request)
         fetch_site = request.headers.get("Sec-Fetch-Site")
         if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
-            return _refuse(403, "forbidden: cross-site requests are refused")
-        access = self._access_of(request)
+            hint = PAGE_SITE_HINT if access is Access.PAGE else ""
+            return _refuse(403, "forbidden: cross-site requests are refused" + hint)
         if access is Access.STREAM and request.method == "GET" and self._session_ok(request, sockname[1]):
             return None
         if access is not Access.PAGE and not self._token_ok(request):

@@ -201,6 +201,8 @@ async def test_foreign_origins_and_sites_are_refused_on_pages_and_login(ui: Ui) 
             if header[0] == "Sec-Fetch-Site":  # replace, not add, the navigation's own value
                 r = await ui.request("GET", path, [ui.host(), header])
             assert r.status == 403 and "set-cookie" not in r.headers, (path, header)
+            if header[0] == "Sec-Fetch-Site":
+                assert "peersm ui" in r.json()["error"], "a refused page says how to open the UI"
     assert len(ui.server.sessions) == 0
     assert (await ui.login(login)).status == 200
 
