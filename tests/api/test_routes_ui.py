@@ -690,3 +690,19 @@ async def test_a_summary_names_the_share_and_its_type_once_the_manifest_is_known
     ui.fake(ln).manifest = await store.manifest(ln.hash_name)  # type: ignore[attr-defined]
     doc = (await ui.get(f"/api/downloads/{ident}")).json()
     assert doc["name"] == "talk.webm" and doc["type"] == "video/webm"  # decrypted with the link's key
+
+
+async def test_no_library_or_upload_route_acts_on_get(ui: Ui, tmp_path: Path, store: ChunkStore) -> None:
+    ln = await shared_file(ui, tmp_path)
+    ident = ln.hash_name.hex()
+    paths = [
+        f"/api/library/{ident}/seeding?seeding=false",
+        f"/api/library/{ident}/remove",
+        f"/api/library/{ident}/export?name=x.txt",
+        "/api/uploads",
+    ]
+    for path in paths:
+        assert (await ui.get(path)).status == 405, path
+    assert (await store.get_download_state(ln.hash_name)).seeding is True
+    assert len(await store.list()) == 1 and len(ui.peer.shared) == 1
+    assert snapshot(ui.peer.downloads_dir) == [] and ui.peer.holder.announced == []
