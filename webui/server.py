@@ -464,12 +464,21 @@ class ApiServer:
         return any(self.sessions.valid(value, now) for value in values)
 
     async def _add_security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The headers of :data:`SECURITY_HEADERS`, with the CSP of the route's kind.
+
+        A handler may set a stricter CSP of its own on a non-page route (a sandbox with
+        ``default-src 'none'``, for bytes that must never run in the UI's origin); any other
+        CSP it sets is replaced.
+        """
+        own = response.headers.get("Content-Security-Policy", "")
         response.headers.update(SECURITY_HEADERS)
         if request.path.startswith("/api/"):
             response.headers["Cache-Control"] = "no-store"
         access = self._access_of(request)
         if access is Access.PAGE:
             response.headers["Content-Security-Policy"] = PAGE_CSP
+        elif _is_sandbox(own):
+            response.headers["Content-Security-Policy"] = own
         elif access is Access.STREAM and not request.path.startswith("/api/"):
             response.headers["Content-Security-Policy"] = STREAM_CSP
         if access in (Access.PAGE, Access.STREAM):
@@ -488,6 +497,12 @@ class ApiServer:
         for value in presented:  # every presented token must match; no short-circuit on the first
             ok &= hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token_bytes)
         return ok
+
+
+def _is_sandbox(csp: str) -> bool:
+    """Whether ``csp`` starts with a bare ``sandbox`` (no allow-*) and has ``default-src 'none'``."""
+    directives = [" ".join(d.split()).lower() for d in csp.split(";")]
+    return bool(directives) and directives[0] == "sandbox" and "default-src 'none'" in directives
 
 
 def _media_type(request: web.Request) -> str:

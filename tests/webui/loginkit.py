@@ -123,6 +123,10 @@ def add_watched_routes(server: ApiServer, watched: Watched) -> None:
         watched.uploaded.append(size)
         return {"size": size}
 
+    async def with_csp(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="x", headers={"Content-Security-Policy": request.query["csp"]})
+
+    server.add_route("GET", "/api/test/csp", with_csp)
     server.add_route("POST", "/api/test/counter", bump)
     server.add_upload_route("/api/test/upload", upload)
     server.add_route("GET", "/api/test/counter", read)

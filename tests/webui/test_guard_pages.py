@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -411,3 +412,22 @@ async def test_stream_responses_are_sandboxed_and_events_keep_the_api_headers(ui
     events = await ui.request("GET", "/api/test/events", [ui.host(), ui.cookie(secret)])
     assert events.header("Content-Security-Policy") == API_CSP
     assert events.header("Cache-Control") == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("own", "kept"),
+    [
+        ("sandbox; default-src 'none'", True),
+        ("sandbox;  default-src  'none'; img-src data:", True),
+        ("default-src 'none'; sandbox", False),  # sandbox must come first and bare
+        ("sandbox allow-scripts; default-src 'none'", False),
+        ("sandbox", False),
+        ("sandbox; default-src 'self'", False),
+        ("default-src *", False),
+        ("", False),
+    ],
+)
+async def test_a_handler_may_only_tighten_the_csp(ui: Ui, own: str, kept: bool) -> None:
+    r = await ui.request("GET", f"/api/test/csp?csp={quote(own)}", [ui.host(), ui.token()])
+    assert r.status == 200
+    assert r.header("Content-Security-Policy") == (own if kept else API_CSP)
