@@ -62,7 +62,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   document.getElementById("title").textContent = item.name || item.id.slice(0, 16) + "…";
   const kind = typeof item.type === "string" && item.type.startsWith("audio/") ? "audio" : "video";
-  media = el(kind, { controls: true, preload: "auto", autoplay: true });
+  media = el(kind, { controls: true, preload: "auto" });
   for (const name of ["waiting", "stalled", "seeking", "loadstart"]) media.addEventListener(name, () => buffering(true));
   for (const name of ["playing", "canplay", "pause", "seeked"]) media.addEventListener(name, () => buffering(media.readyState < 3 && !media.paused));
   media.addEventListener("playing", () => buffering(false));
@@ -73,6 +73,9 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   media.src = "/stream/" + item.id;
   document.getElementById("media").append(media);
+  media.play().catch(() => {
+    buffering(false);  // the browser wants a click before playing sound: the controls are there
+  });
   pollRanges(item.id);
   setInterval(() => pollRanges(item.id), 1000);
   window.addEventListener("resize", drawHave);
