@@ -501,10 +501,6 @@ async def test_qr_is_an_svg_and_needs_the_token(ui: Ui) -> None:
     assert r.status == 401
 
 
-@pytest.mark.xfail(
-    reason="webui/server.py (engineer A) replaces a handler's Content-Security-Policy on /api/ routes",
-    strict=False,
-)
 async def test_qr_carries_a_sandbox_csp(ui: Ui) -> None:
     r = await ui.get("/api/qr?text=x")
     assert r.status == 200 and r.header("Content-Security-Policy") == "sandbox; default-src 'none'"
@@ -706,3 +702,18 @@ async def test_no_library_or_upload_route_acts_on_get(ui: Ui, tmp_path: Path, st
     assert (await store.get_download_state(ln.hash_name)).seeding is True
     assert len(await store.list()) == 1 and len(ui.peer.shared) == 1
     assert snapshot(ui.peer.downloads_dir) == [] and ui.peer.holder.announced == []
+
+
+async def test_a_full_disk_during_an_upload_says_so(ui: Ui, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import webui.library
+
+    async def full(*_: object) -> tuple[Path, int]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(webui.library, "receive_upload", full)
+    hs = ui.api.good_headers(Content_Type="application/octet-stream")
+    r = await ui.api.request("POST", "/api/uploads", hs, b"data")
+    assert r.status == 507 and "no space" in error_of(r)
+    assert ui.peer.shared == [] and snapshot(ui.peer.data_dir / "uploads") == []
