@@ -80,9 +80,11 @@ async def _run_up(args: argparse.Namespace, data_dir: Path) -> int:
     api.set_status_provider(peer.status)
     from webui.pages import add_pages
     from webui.routes import add_routes
+    from webui.stream import add_stream_routes
 
     add_routes(api, peer)
     add_pages(api)
+    add_stream_routes(api, peer)
     url = await api.start(ui_host, ui_port)
     write_api_json(data_dir, url, api.token)
     print(
