@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.roles.schedule import FetchScheduler, ReportBadPiece, Request
+from peer.testing.swarm import Swarm
+from storage.chunkstore import ChunkStore
+from tests.roles.test_fetch import Net, mine, share, swarm, until
 from tests.roles.test_schedule import ORDB, A, B, C, deliver, requests, scheduler
+
+__all__ = ["mine", "swarm"]  # fixtures shared with test_fetch
 
 N = 100
 STREAM, OTHER = 1, 2  # window owners
@@ -141,3 +148,23 @@ def test_windows_never_duplicate_a_piece_outside_the_end_game(
         now += 1.0
     assert s.done
     assert sorted(stored) == list(range(n))
+
+
+# ---- the same through a real Download on an in-memory onion swarm ---------------------------------
+async def test_a_downloads_window_is_what_its_first_query_asks(
+    swarm: Swarm, store: ChunkStore, mine: ChunkStore, tmp_path: Path
+) -> None:
+    net = Net(swarm, store)
+    hn, data = await share(store, tmp_path)  # 31 pieces
+    net.holder.announce_soon(hn)
+    await until(lambda: hn in net.ordb.holders)
+    d = net.download(mine, hn)
+    d.want(STREAM, 20, 25)  # a stream asks before the manifest is known: kept until it is
+    progress = await asyncio.wait_for(d.run(), 60)
+    assert progress.state == "verified"
+    pieces = [q for q in net.queries if q.count]
+    assert pieces[0].first == 20 and pieces[0].first + pieces[0].count <= 26  # within the window
+    assert (await mine.read_range(hn, 0, len(data))).data == data
+    d.unwant(STREAM)
+    assert not d.sched.windows
+    await net.holder.close()
