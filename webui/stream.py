@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from peer.errors import PeerError
 from peer.node import Peer
 from peer.roles.downloads import Downloads
 from peer.roles.fetch import Download, Progress
@@ -196,7 +197,10 @@ class StreamHandler:
         except ConnectionError:
             log.debug("a stream client left")
             return response
-        log.debug("a stream ends short: its bytes cannot come now")
+        except PeerError as exc:  # the headers are out: no error answer can follow them
+            log.warning("a stream ends short: %s", exc.kind)
+        else:
+            log.debug("a stream ends short: its bytes cannot come now")
         if request.transport is not None:
             request.transport.close()  # the client sees a short body, not a complete one
         return response

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.errors import PeerError
+from peer.errors import PeerError, StorageError
 from peer.roles.downloads import Downloads
 from storage.chunkstore import ChunkStore
 from storage.sharelink import ShareLink
-from storage.types import ImportResult
+from storage.types import ByteRange, ImportResult
 from storage.verify import verify_pieces
 from tests.roles.fakedownload import Factories, FakeDownload
 from tests.storage.conftest import write_file
@@ -363,3 +363,25 @@ async def test_an_encrypted_share_streams_decrypted_with_the_download_links_key(
             await r.give(range(3, N))
             d.step(N, N)
             assert head + await resp.read() == r.raw[10:]
+
+
+async def test_a_store_failure_after_the_headers_cuts_the_body(
+    video: Rig, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await video.give(range(N))
+    real = video.store.read_range
+    calls: list[int] = []
+
+    async def failing(hash_name: bytes, start: int, end: int, *, key: bytes | None = None) -> ByteRange:
+        calls.append(start)
+        if len(calls) > 1:
+            raise StorageError("the disk went away")
+        return await real(hash_name, start, min(end, start + PS), key=key)
+
+    monkeypatch.setattr(video.store, "read_range", failing)
+    async with http.get(video.path()) as r:
+        assert r.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with asyncio.timeout(HANG):
+                await r.read()
+    assert len(calls) == 2
