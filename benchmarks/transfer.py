@@ -110,6 +110,8 @@ class Round:
     requester_ordbs: list[str]  # the ORDBs at the end of the requester's circuits during the round
     holder_ordbs: list[str]  # the ORDBs the holder announces to
     ordb_deltas: dict[str, dict[str, int]]  # per peer, the ORDB counters that moved this round
+    delivering: float | None = None  # mean circuits bringing data at once (sampled every 0.5 s)
+    replace_reasons: dict[str, int] = field(default_factory=dict)  # replacements by reason
     raw_mb_s: float = 0.0  # the raw link measured just before this round
     complete: bool = True  # False: --quick ran out of time, figures from the bytes verified so far
 
@@ -242,6 +244,8 @@ def one_round(
         holder_ordbs=sorted({net.name_of(p[-1]) for p in holder_paths}),
         ordb_deltas=deltas,
         complete=complete,
+        delivering=float(summary["delivering"]) if summary.get("delivering") is not None else None,
+        replace_reasons={str(k): int(v) for k, v in (summary.get("replace_reasons") or {}).items()},
     )
 
 
@@ -350,6 +354,7 @@ def summarize(
     data_med = statistics.median(data) if data else None
     links = statistics.median(r.links_on_path for r in rounds)
     fbs = [r.first_byte_s for r in rounds if r.first_byte_s is not None]
+    speeds = [r.mb_s for r in rounds]
     out: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "peers": args.peers,
@@ -362,6 +367,7 @@ def summarize(
         "e2e_mb_s": round(e2e, 3),
         "e2e_data_phase_mb_s": round(data_med, 3) if data_med else None,
         "first_byte_s": round(statistics.median(fbs), 3) if fbs else None,
+        "slowest_over_fastest": round(min(speeds) / max(speeds), 3) if max(speeds) > 0 else None,
         "links_on_path": round(links, 2),
         "efficiency": round(eff, 3),
         "efficiency_data_phase": round(statistics.median(eff_data), 3) if eff_data else None,
@@ -390,6 +396,22 @@ def _check_word(ok: bool | None) -> str:
     )
 
 
+def _diagnostics(p: dict[str, Any]) -> str:
+    """One round's fetch diagnostics: circuits delivering at once, replacements by reason, and per
+    ORDB the queries it saw, forwarded and answered UNAVAILABLE."""
+    d = p.get("delivering")
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(p.get("replace_reasons", {}).items())) or "none"
+    ordbs = "; ".join(
+        f"{name} {c.get('queries', 0)}q/{c.get('forwarded', 0)}fwd/{c.get('unavailable', 0)}unavail"
+        for name, c in sorted(p.get("ordb_deltas", {}).items())
+        if c.get("queries") or c.get("forwarded") or c.get("unavailable")
+    )
+    return (
+        f"delivering at once {'n/a' if d is None else f'{d:.2f}'}, {p['replaced']} replaced ({reasons}); "
+        f"ORDBs: {ordbs or 'none'}"
+    )
+
+
 def print_report(r: dict[str, Any]) -> None:
     print(
         f"Anonymous transfer on a testnet of {r['peers']} peers ({r['links_per_peer']} links each), "
@@ -403,6 +425,8 @@ def print_report(r: dict[str, Any]) -> None:
     if r["e2e_data_phase_mb_s"] is not None:
         print(f"  end to end, data phase only        {r['e2e_data_phase_mb_s']:7.3f} MB/s")
     print(f"  time to first byte                 {r['first_byte_s']} s   (goal <= 1 s)")
+    if r.get("slowest_over_fastest") is not None and r["rounds"] > 1:
+        print(f"  slowest / fastest round            {r['slowest_over_fastest']:7.3f}   (goal >= 0.5)")
     print(f"  WebRTC links on the path           {r['links_on_path']:7.2f}   ({r['links_counted_as']})")
     print(f"  efficiency = e2e x links / raw     {r['efficiency']:7.3f}   (goal >= 0.5)")
     if r["efficiency_data_phase"] is not None:
@@ -423,6 +447,7 @@ def print_report(r: dict[str, Any]) -> None:
             f"links {p['links_on_path']:.2f}, raw {p['raw_mb_s']:.2f} MB/s, "
             f"sha256 {_check_word(p['sha256_ok'])}"
         )
+        print(f"      {_diagnostics(p)}")
     print(f"  timings: {r['timings_s']}")
 
 

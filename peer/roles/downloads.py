@@ -120,6 +120,8 @@ class DownloadTask:
             "ordbs": p.ordbs_used,
             "bad_pieces": p.bad_pieces,
             "replaced": p.replaced,
+            "replace_reasons": p.replace_reasons,
+            "delivering": p.delivering,
             "first_byte_s": p.first_byte_s,
             "error": p.error,
             "exported": self.exported,

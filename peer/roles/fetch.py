@@ -88,6 +88,8 @@ class Progress:
     ordbs_used: int = 0
     bad_pieces: int = 0
     replaced: int = 0
+    replace_reasons: dict[str, int] = field(default_factory=dict)
+    delivering: float | None = None  # mean circuits bringing data per half-second, while downloading
     first_byte_s: float | None = None
     state: str = "starting"
     error: str | None = None
@@ -338,6 +340,9 @@ class Download:
                     self._kick()
         self.progress.bad_pieces = self.sched.bad_pieces
         self.progress.replaced = self.sched.replaced
+        self.progress.replace_reasons = dict(self.sched.reasons)
+        if self.sched.delivering:
+            self.progress.delivering = sum(self.sched.delivering) / len(self.sched.delivering)
 
     def _open(self, r: Request) -> Delivery:
         body = DbQuery(self.hash_name, r.first, r.count, r.counter).encode()
@@ -421,7 +426,7 @@ class Download:
                     d.answer.set_result(bytes(d.buf))
                 else:
                     d.answer.set_exception(DownloadError(f"the ORDB ended the query ({_reason(end.reason)})"))
-            self._apply(self.sched.ended(d.query, end.reason))  # the stream is already closed
+            self._apply(self.sched.ended(d.query, end.reason, now))  # the stream is already closed
 
     def _max_piece(self) -> int:
         assert self.manifest is not None

@@ -35,6 +35,11 @@ MAX_FAILURES = 2  # stalls, bad pieces, malformed or refused deliveries before a
 NO_CIRCUIT_GIVE_UP = 30.0  # seconds with no working circuit before the download fails
 RETIRE_COOLDOWN = 10.0  # seconds before a download goes back to an ORDB whose circuit it retired
 COUNTERS = 3  # a requester's loop counter is picked at random in 0..2 (DESIGN §6)
+UNAVAILABLE_PAUSE = 0.5  # seconds a circuit waits after an UNAVAILABLE before its next query (doubling)
+UNAVAILABLE_PAUSE_MAX = 8.0  # the longest such pause
+UNAVAILABLE_LIMIT = 2  # UNAVAILABLE answers from one ORDB before the download avoids it (if others deliver)
+UNAVAILABLE_COOLDOWN = 60.0  # seconds such an ORDB is avoided
+MIN_RATED = 2  # finished queries a circuit needs before it can be called slow
 
 
 class Rng(Protocol):
@@ -137,8 +142,17 @@ class FetchCircuit:
     bytes: int = 0
     failures: int = 0
     retired: bool = False
+    unavailable: int = 0  # UNAVAILABLE answers to piece queries on this circuit
+    not_before: float = 0.0  # no new query before this time (paced after an UNAVAILABLE)
+    rated: int = 0  # finished queries that measured the rate
+    checked_bytes: int = 0  # ``bytes`` at the last police round
+
+    @property
+    def measured(self) -> bool:
+        return self.rate is not None and self.rated >= MIN_RATED
 
     def observe_rate(self, r: float) -> None:
+        self.rated += 1
         self.rate = r if self.rate is None else 0.7 * self.rate + 0.3 * r
 
     def observe_rtt(self, r: float) -> None:
@@ -164,6 +178,9 @@ class FetchScheduler:
         self.replaced = 0
         self._ids = 0
         self._no_circuit_since: float | None = None
+        self.unavailable: dict[bytes, int] = {}  # ORDB -> UNAVAILABLE answers to piece queries
+        self.reasons: dict[str, int] = {}  # replacements by reason
+        self.delivering: list[int] = []  # circuits that brought data, one count per police round
 
     # ---- circuits --------------------------------------------------------------------------------
     def live(self) -> list[FetchCircuit]:
@@ -211,10 +228,17 @@ class FetchScheduler:
                     out += self._drop(q, DbEndReason.FINISHED)
             if fc.failures >= MAX_FAILURES:
                 self._retire(fc, "queries stall", now, out)
-        rated = [c for c in live if c.rate is not None and not c.retired]
+        active = {c.circ for c in live if c.bytes > c.checked_bytes}
+        for fc in live:
+            fc.checked_bytes = fc.bytes
+        if self.piece_size and self.missing:
+            self.delivering.append(len(active))
+        rated = [c for c in live if c.measured and not c.retired]
         if len(rated) >= 3:
             best = max(c.rate or 0.0 for c in rated)
             for fc in rated:
+                if active == {fc.circ}:
+                    continue  # the only circuit bringing data now: replacing it would stop the download
                 if (fc.rate or 0.0) < SLOW_FACTOR * best and now - fc.created > MIN_AGE_FOR_SLOW:
                     self._retire(fc, "much slower than the others", now, out)
                     break  # one at a time
@@ -238,8 +262,11 @@ class FetchScheduler:
         if fc.retired:
             return
         fc.retired = True
-        self.cooldown[fc.ordb] = now + RETIRE_COOLDOWN * (1 + fc.failures)
+        self.cooldown[fc.ordb] = max(
+            self.cooldown.get(fc.ordb, 0.0), now + RETIRE_COOLDOWN * (1 + fc.failures)
+        )
         self.replaced += 1
+        self.reasons[why] = self.reasons.get(why, 0) + 1
         for q in list(fc.queries.values()):
             out += self._drop(q, DbEndReason.FINISHED)
         out.append(ReplaceCircuit(fc.circ, why))
@@ -293,7 +320,7 @@ class FetchScheduler:
         if not self.missing:
             return [Done()]
         out: list[Action] = []
-        free = [c for c in self.live() if len(c.queries) < SLOTS_PER_CIRCUIT]
+        free = [c for c in self.live() if len(c.queries) < SLOTS_PER_CIRCUIT and now >= c.not_before]
         if not free:
             return out
         rates = [c.rate for c in self.circuits.values() if c.rate]
@@ -426,15 +453,29 @@ class FetchScheduler:
             self.circuits[q.circ].observe_rate(q.got / max(now - q.connected, 1e-3))
         return self._drop(q, DbEndReason.FINISHED)
 
-    def ended(self, query: int, reason: int) -> list[Action]:
-        """The ORDB ended the query (DB_END): its pieces go back to the queue."""
+    def ended(self, query: int, reason: int, now: float) -> list[Action]:
+        """The ORDB ended the query (DB_END): its pieces go back to the queue.
+
+        UNAVAILABLE (no holder found) pauses the circuit before its next query, longer each time,
+        so that re-asking is paced; after ``UNAVAILABLE_LIMIT`` of them from one ORDB its circuit
+        is replaced, and the ORDB avoided for ``UNAVAILABLE_COOLDOWN`` if another circuit brings data."""
         q = self.queries.get(query)
         if q is None:
             return []
-        if reason != DbEndReason.FINISHED and q.count:
+        fc = self.circuits[q.circ]
+        out = self._drop(q, None)  # the stream is closed already
+        if reason == DbEndReason.UNAVAILABLE and q.count:
+            fc.unavailable += 1
+            n = self.unavailable[fc.ordb] = self.unavailable.get(fc.ordb, 0) + 1
+            fc.not_before = now + min(UNAVAILABLE_PAUSE_MAX, UNAVAILABLE_PAUSE * 2 ** (fc.unavailable - 1))
+            if n >= UNAVAILABLE_LIMIT and not fc.retired:
+                if any(c.bytes > 0 for c in self.live() if c is not fc):  # others find a holder
+                    self.cooldown[fc.ordb] = max(self.cooldown.get(fc.ordb, 0.0), now + UNAVAILABLE_COOLDOWN)
+                self._retire(fc, "its ORDB answered UNAVAILABLE", now, out)
+        elif reason != DbEndReason.FINISHED and q.count:
             # (a manifest search that finds nothing yet is no fault of the circuit)
-            self.circuits[q.circ].failures += 1
-        return self._drop(q, None)  # the stream is closed already
+            fc.failures += 1
+        return out
 
     def end(self, query: int) -> list[Action]:
         """We stop a query ourselves (DB_END FINISHED); nothing if it is already over."""

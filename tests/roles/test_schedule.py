@@ -12,6 +12,7 @@ from peer.errors import WireError
 from peer.roles.schedule import (
     FIRST_ANSWER_WITHIN,
     MIN_AGE_FOR_SLOW,
+    MIN_RATED,
     NO_CIRCUIT_GIVE_UP,
     RETIRE_COOLDOWN,
     STALL_AFTER,
@@ -113,22 +114,22 @@ def test_the_manifest_is_asked_on_every_working_circuit() -> None:
     asked = s.ask_manifest(0.5)
     assert [(r.circ, r.first, r.count) for r in asked] == [(A, 0, 0), (C, 0, 0)]
     # a manifest search that finds nothing yet is no fault of the circuit
-    assert s.ended(asked[0].query, DbEndReason.UNAVAILABLE) == [EndQuery(A, asked[0].query, None)]
-    assert s.circuits[A].failures == 0
+    assert s.ended(asked[0].query, DbEndReason.UNAVAILABLE, 0.6) == [EndQuery(A, asked[0].query, None)]
+    assert s.circuits[A].failures == 0 and s.circuits[A].not_before == 0.0
     assert s.end(asked[1].query) == [EndQuery(C, asked[1].query, DbEndReason.FINISHED)]
     assert s.end(asked[1].query) == []  # already over
 
 
 # ---- rates and slow circuits -------------------------------------------------------------------------
 def rated(seconds: dict[int, float]) -> FetchScheduler:
-    """Three circuits, each with one finished query of 2 pieces that took ``seconds[circ]``."""
+    """Three circuits, each with its two first queries finished, each having taken ``seconds[circ]``."""
     s = FetchScheduler(random.Random(5))
     for c in seconds:
         s.add_circuit(c, ORDB[c], 0.0)
     s.set_pieces(100, PS, set())
     for r in requests(s.schedule(0.0)):
-        if r.circ in seconds and s.circuits[r.circ].rate is None:
-            deliver(s, r, 0.0, seconds[r.circ])
+        deliver(s, r, 0.0, seconds[r.circ])
+    assert all(fc.rated == MIN_RATED for fc in s.circuits.values())
     return s
 
 
@@ -260,9 +261,9 @@ def test_the_ordbs_of_a_retired_circuit_are_avoided_for_a_while() -> None:
 def test_an_ordb_that_ends_a_piece_query_counts_a_failure() -> None:
     s = scheduler([A], 10)
     r = requests(s.schedule(0.0))[0]
-    assert s.ended(r.query, DbEndReason.UNAVAILABLE) == [EndQuery(A, r.query, None)]
+    assert s.ended(r.query, DbEndReason.DESTROYED, 0.1) == [EndQuery(A, r.query, None)]
     assert s.circuits[A].failures == 1
-    assert s.ended(r.query, DbEndReason.UNAVAILABLE) == []
+    assert s.ended(r.query, DbEndReason.DESTROYED, 0.2) == []
 
 
 # ---- every circuit gone ------------------------------------------------------------------------------
@@ -336,7 +337,7 @@ def test_any_order_of_events_keeps_the_books_straight(
         elif kind == "stall":
             now += FIRST_ANSWER_WITHIN + 1
         elif kind == "end" and q is not None:
-            s.ended(q.id, pick % 7)
+            s.ended(q.id, pick % 7, now)
         elif kind == "close" and q is not None:
             s.circuit_closed(q.circ)
         elif kind == "add":
