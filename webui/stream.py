@@ -263,21 +263,16 @@ async def _keep_stream_headers(request: web.Request, response: web.StreamRespons
 def serve_streams(api: ApiServer, source: StreamSource) -> None:
     """Register the stream routes on ``api`` (before it starts), reading from ``source``.
 
-    GET goes through ``ApiServer.add_stream_route`` (the session cookie or the token) when the
-    server has it, else it is a plain route, which the guard checks like any other (the token);
-    HEAD is a plain route (the token)."""
+    GET goes through ``ApiServer.add_stream_route`` (the session cookie or the token); HEAD is a
+    plain route, which the guard checks like any other (the token)."""
     serve = StreamHandler(source)
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return await serve(request)
 
-    add_stream_route = getattr(api, "add_stream_route", None)
     for path in ROUTES:
-        if add_stream_route is not None:
-            add_stream_route(path, handler)
-            api.app.router.add_route("HEAD", path, handler)
-        else:
-            api.app.router.add_get(path, handler)  # and HEAD
+        api.add_stream_route(path, handler)
+        api.app.router.add_route("HEAD", path, handler)
     api.app.on_response_prepare.append(_keep_stream_headers)  # runs after the API's own headers
 
 
