@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from peer.errors import LinkClosed
-from peer.net.driver import CircuitError, NodeDriver, OnionStream, StreamError
+from peer.net.driver import CircuitError, NodeDriver, OnionStream, StreamError, _loopback_only
 from peer.net.handshake import handshake_for, peer_handshake
 from peer.proto import events as ev
 from peer.proto.exitpolicy import ExitPolicy
@@ -151,13 +151,32 @@ async def test_a_reset_by_the_server_is_an_error_with_its_reason(swarm: Swarm, t
         await s.read()
 
 
-@pytest.mark.parametrize("host", ["example.invalid", "192.0.2.1", "10.1.2.3"])
-async def test_the_exit_driver_refuses_destinations_off_loopback(swarm: Swarm, host: str) -> None:
+async def test_the_exit_driver_refuses_what_its_guard_refuses(swarm: Swarm) -> None:
+    refused = "127.0.0.9"  # loopback, so a broken refusal could only reach this machine
+    swarm.peers[2].driver.allow_exit_to = lambda host: host != refused
     circ = await swarm.build_circuit(0, [1, 2])
     with pytest.raises(StreamError) as info:
-        await swarm.open_stream(0, circ, host, 80)
+        await swarm.open_stream(0, circ, refused, 80)
     assert info.value.end_reason == EndReason.EXITPOLICY
     assert "EXITPOLICY" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("example.invalid", False),
+        ("2001:db8::1", False),
+        ("localhost.example", False),
+    ],
+)
+def test_the_default_exit_guard_allows_loopback_only(swarm: Swarm, host: str, allowed: bool) -> None:
+    """A pure check of the driver's default guard: nothing is connected to."""
+    assert swarm.peers[2].driver.allow_exit_to is _loopback_only
+    assert _loopback_only(host) is allowed
 
 
 async def test_localhost_is_a_loopback_destination(swarm: Swarm, tcp: Tcp) -> None:
