@@ -568,7 +568,7 @@ async def sse_response(
     except ConnectionError:
         log.debug("API event stream for %s closed by the client", _route_name(request))
     finally:
-        await _cancel(stop_task)
+        await cancel_and_wait(stop_task)
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
@@ -604,10 +604,10 @@ async def _next_frame(
             log.error("API event stream for %s failed", _route_name(request), exc_info=True)
             return _sse_frame({"error": "internal error (see the peer's log)"}, "error"), True
     finally:
-        await _cancel(pending)
+        await cancel_and_wait(pending)
 
 
-async def _cancel(task: asyncio.Future[Any] | None) -> None:
+async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
     """Cancel ``task`` and wait for it, without swallowing a cancellation of our own task."""
     if task is None or task.done():
         return

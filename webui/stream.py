@@ -48,7 +48,7 @@ from storage.encryption import decrypt_metadata
 from storage.errors import ShareNotFound
 from storage.types import ByteRange
 from webui.ranges import ByteSpan, Unsatisfiable, parse_range
-from webui.server import ApiServer, RequestRefused
+from webui.server import ApiServer, RequestRefused, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -236,20 +236,7 @@ class StreamHandler:
                 if request.transport is None or request.transport.is_closing():
                     return False
         finally:
-            await _cancel(waiter)
-
-
-async def _cancel(task: asyncio.Future[bool]) -> None:
-    """Cancel ``task`` and wait for it, without swallowing a cancellation of our own task."""
-    if task.done():
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
+            await cancel_and_wait(waiter)
 
 
 async def _keep_stream_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -11,6 +11,9 @@
  *     "end" event, and calls onerror(message) (default: notice) when the server reports an
  *     error or the stream is refused. Call .close() on the result to stop.
  *   notice(message)  shows `message` in the banner at the top ("" hides it).
+ *   canvas2d(id) -> {ctx, width, height, colour(name, fallback)}
+ *     Sizes the canvas `id` to its box at the screen's pixel ratio and returns its 2D context
+ *     in CSS pixels, with colour() reading a CSS custom property of the page.
  *   el(tag, attrs, ...children) -> Element
  *     Builds an element: attrs {class, on<event>: function, other: attribute}; children are
  *     nodes or strings (added as text).
@@ -29,6 +32,20 @@ function notice(message) {
   if (!box) return;
   box.textContent = message;
   box.hidden = !message;
+}
+
+function canvas2d(id) {
+  const canvas = document.getElementById(id);
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  canvas.width = Math.max(1, Math.floor(width * ratio));
+  canvas.height = Math.max(1, Math.floor(height * ratio));
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const style = getComputedStyle(document.documentElement);
+  const colour = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
+  return { ctx, width, height, colour };
 }
 
 function el(tag, attrs, ...children) {

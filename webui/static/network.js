@@ -10,17 +10,8 @@ function facts(pairs) {
 }
 
 function drawChart(samples) {
-  const canvas = document.getElementById("chart");
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth;
-  const height = canvas.clientHeight;
-  canvas.width = Math.max(1, Math.floor(width * ratio));
-  canvas.height = Math.max(1, Math.floor(height * ratio));
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const { ctx, width, height, colour } = canvas2d("chart");
   ctx.clearRect(0, 0, width, height);
-  const style = getComputedStyle(document.documentElement);
-  const colour = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
   ctx.strokeStyle = colour("--line", "#ccc");
   ctx.lineWidth = 1;
   ctx.strokeRect(0.5, 0.5, width - 1, height - 1);

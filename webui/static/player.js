@@ -9,24 +9,16 @@ let media = null;
 let held = { size: 0, ranges: [] };
 
 function drawHave() {
-  const canvas = document.getElementById("have");
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth;
-  const height = canvas.clientHeight;
-  canvas.width = Math.max(1, Math.floor(width * ratio));
-  canvas.height = Math.max(1, Math.floor(height * ratio));
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  const style = getComputedStyle(document.documentElement);
-  ctx.fillStyle = style.getPropertyValue("--line").trim() || "#ccc";
+  const { ctx, width, height, colour } = canvas2d("have");
+  ctx.fillStyle = colour("--line", "#ccc");
   ctx.fillRect(0, 0, width, height);
   if (!held.size) return;
-  ctx.fillStyle = style.getPropertyValue("--accent").trim() || "#2b6cb0";
+  ctx.fillStyle = colour("--accent", "#2b6cb0");
   for (const [start, end] of held.ranges) {
     ctx.fillRect((start / held.size) * width, 0, Math.max(1, ((end - start) / held.size) * width), height);
   }
   if (media && media.duration > 0 && isFinite(media.duration)) {  // the playhead
-    ctx.fillStyle = style.getPropertyValue("--fg").trim() || "#000";
+    ctx.fillStyle = colour("--fg", "#000");
     ctx.fillRect((media.currentTime / media.duration) * width - 1, 0, 2, height);
   }
 }
