@@ -63,7 +63,7 @@ def waiting_for(p: Progress, running: bool) -> str | None:
 
 def eta_seconds(p: Progress) -> float | None:
     """Seconds left at the current rate, or None when unknown (no rate, no size yet)."""
-    left = p.size - p.bytes_verified
+    left = p.size - p.bytes_held
     if p.rate <= 0 or p.size <= 0 or left <= 0:
         return None
     return round(left / p.rate, 1)
@@ -113,7 +113,8 @@ class DownloadTask:
             "state": p.state,
             "have": p.have,
             "total": p.total,
-            "bytes": p.bytes_verified,
+            "bytes": p.bytes_held,
+            "fetched": p.bytes_verified,
             "size": p.size,
             "rate": round(p.rate),
             "circuits": p.circuits,

@@ -81,7 +81,8 @@ class Delivery:
 class Progress:
     have: int = 0
     total: int = 0
-    bytes_verified: int = 0
+    bytes_verified: int = 0  # verified this run (the rate's numerator; ciphertext for an encrypted share)
+    bytes_held: int = 0  # of the file's ``size``: the plaintext length of every piece stored or verified
     size: int = 0
     rate: float = 0.0
     circuits: int = 0
@@ -177,6 +178,9 @@ class Download:
         self.progress.total = m.piece_count
         self.progress.have = m.piece_count - len(self.sched.missing)
         self.progress.size = m.size
+        self.progress.bytes_held = m.size - sum(
+            _piece_length(m.size, m.piece_size, i) for i in self.sched.missing
+        )
         self.progress.state = "downloading"
         self._notify()
         last_check = self.clock()
@@ -447,6 +451,7 @@ class Download:
         self.sched.verified(index)
         self.progress.have += 1
         self.progress.bytes_verified += len(piece)
+        self.progress.bytes_held += _piece_length(self.manifest.size, self.manifest.piece_size, index)
         if len(self._pending) >= STORE_BATCH or self.sched.urgent(index):
             self._wake.set()  # a stream waits for an urgent piece: store it now
 
@@ -465,6 +470,11 @@ class Download:
     def _notify(self) -> None:
         for cb in list(self.listeners):
             cb(self.progress)
+
+
+def _piece_length(size: int, piece_size: int, index: int) -> int:
+    """The plaintext length of piece ``index`` of a ``size``-byte file (the last one may be short)."""
+    return max(0, min(piece_size, size - index * piece_size))
 
 
 def _reason(code: int) -> str:

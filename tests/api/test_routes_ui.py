@@ -229,7 +229,7 @@ async def test_summary_has_rate_eta_and_what_it_waits_for(ui: Ui) -> None:
     p.total, p.size, p.bytes_verified, p.rate, p.circuits, p.ordbs_used = 10, 1000, 0, 0.0, 3, 2
     doc = (await ui.get(f"/api/downloads/{ln.hash_name.hex()}")).json()
     assert doc["waiting_for"] == "the first piece from a holder" and doc["eta_s"] is None
-    p.have, p.bytes_verified, p.rate = 4, 400, 50.0
+    p.have, p.bytes_verified, p.bytes_held, p.rate = 4, 400, 400, 50.0
     doc = (await ui.get(f"/api/downloads/{ln.hash_name.hex()}")).json()
     assert doc["waiting_for"] is None and doc["eta_s"] == 12.0 and doc["rate"] == 50
     assert doc["circuits"] == 3 and doc["ordbs"] == 2

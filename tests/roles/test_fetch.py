@@ -153,8 +153,14 @@ async def test_a_resumed_download_asks_only_for_the_missing_pieces(
     d = net.download(mine, hn)
     seen: list[str] = []
     d.listeners.append(lambda p: seen.append(p.state))
+    held_at_start: list[int] = []
+    d.listeners.append(lambda p: held_at_start.append(p.bytes_held) if p.state == "downloading" else None)
     progress = await asyncio.wait_for(d.run(), 60)
     assert progress.state == "verified" and progress.have == progress.total == 31
+    # the pieces stored before count as held (piece 30 is the short last one), not as fetched
+    assert held_at_start[0] == 6 * PIECE + 123
+    assert progress.bytes_held == progress.size == len(data)
+    assert progress.bytes_verified == len(data) - held_at_start[0]
     asked = [i for q in net.queries for i in range(q.first, q.first + q.count)]
     assert asked and not set(asked) & held
     assert set(asked) == set(range(31)) - held

@@ -4,7 +4,7 @@
  */
 "use strict";
 
-const rows = new Map();  // id -> {tr, cells, source, last}
+const rows = new Map();  // id -> {tr, cells, bar, pct, source, last, controls}
 // A browser keeps at most 6 connections to one host over HTTP/1.1: a few event streams at once,
 // the other rows are refreshed by the 5 s poll, so API calls always find a free connection.
 const MAX_STREAMS = 3;
@@ -61,7 +61,7 @@ function makeRow(id) {
   cells.progress.append(bar, pct);
   const tr = el("tr", {}, ...Object.values(cells));
   document.getElementById("rows").append(tr);
-  const row = { tr: tr, cells: cells, bar: bar, pct: pct, source: null, last: null };
+  const row = { tr: tr, cells: cells, bar: bar, pct: pct, source: null, last: null, controls: null };
   rows.set(id, row);
   return row;
 }
@@ -79,7 +79,14 @@ function update(d) {
   c.circuits.textContent = d.circuits + " / " + d.ordbs;
   c.status.textContent = statusText(d);
   c.status.className = "small state-" + d.state;
-  fill(c.actions, ...buttons(d));
+  // rebuilt only when the set of controls changes: a button replaced under the pointer between
+  // mousedown and mouseup (an event arrives several times a second) would swallow the click
+  const controls = buttons(d);
+  const key = controls.map((b) => b.textContent).join("|") + "|" + d.name + "|" + d.type;
+  if (key !== row.controls) {
+    row.controls = key;
+    fill(c.actions, ...controls);
+  }
   if (!d.running && row.source) {
     row.source.close();
     row.source = null;
