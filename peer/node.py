@@ -364,6 +364,7 @@ class Peer:
                         await self._connect_bridge(url)
                 await self._refresh_view()
             await self.topology.step()
+            self.ordb_dht.close_idle(time.monotonic())  # a peer linked no longer may be our ORDB again
 
     # ---- events from the onion core go to their owner ------------------------------------------
     def _on_event(self, e: ev.Event) -> None:
@@ -449,6 +450,8 @@ class Peer:
                 for n in self.links.neighbours.values()
             ],
             **self.circuits.status(),
+            "ordb_links": len(self.links.ordb_links),  # ORDB-to-ORDB links (direct links too: DESIGN §5)
+            "eligible_ordbs": len(self.circuits.eligible_ordbs()),
             "known_peers": len(self.view),
             "guards": [g.hex()[:16] for g in self.guards],
             "bridges": len(self.bridges),

@@ -157,6 +157,14 @@ class LinkManager:
             self._background.spawn(self.driver.close_channel_after_output(n.chan, why))
             self._changed()
 
+    def drop_ordb_link(self, node_id: bytes, why: str) -> None:
+        """Close our ORDB-to-ORDB link to ``node_id`` (it is a direct link: while it stands, neither
+        end may use the other as an ORDB for its own circuits, DESIGN §5)."""
+        n = self.ordb_links.pop(node_id, None)
+        if n is not None:
+            self.by_chan.pop(n.chan, None)
+            self._background.spawn(self.driver.close_channel_after_output(n.chan, why))
+
     def _say_closing(self, chan: int, code: LinkCloseCode) -> None:
         msg = LinkClosing(code, CLOSE_TEXT[code])
         self.driver.node.send_link_message(chan, CellCommand.DB_LINK_CLOSING, msg.encode_payload())

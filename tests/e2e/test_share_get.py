@@ -73,11 +73,12 @@ def get(net: dict[str, Any], i: int, link: str, out: Path, timeout: float = 240)
     raise AssertionError(f"download not finished after {timeout} s: {s}")
 
 
-def wait_until(pred: Any, what: str, timeout: float = 120) -> None:
+def wait_until(pred: Any, what: str, timeout: float = 120, last: Any = None) -> None:
+    """Poll ``pred`` until true; on timeout fail with ``what`` and ``last()`` (what was seen last)."""
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
-            raise AssertionError(what)
+            raise AssertionError(what if last is None else f"{what}: {last()}")
         time.sleep(0.1)
 
 
@@ -123,7 +124,7 @@ def test_lying_holder_is_dropped(net: dict[str, Any], tmp_path: Path) -> None:
         link = share(net, HOLDER, src)
         # the lying holder fetches it first (downloaders seed by default), then lies about it
         c = get(net, CORRUPT, link, tmp_path / f"c{attempt}.out")
-        assert c["state"] == "complete"
+        assert c["state"] == "complete", c
         hn = c["id"]
         time.sleep(3)  # it has announced
         # every holder each ORDB lists for the hash_name while the requester downloads it
@@ -158,7 +159,8 @@ def test_lying_holder_is_dropped(net: dict[str, Any], tmp_path: Path) -> None:
 def test_holder_killed_mid_transfer(net: dict[str, Any], tmp_path: Path) -> None:
     src, digest = make_file(tmp_path, "f3.bin", 8 * MB)
     link = share(net, HOLDER2, src)
-    assert get(net, HOLDER, link, tmp_path / "h.out")["state"] == "complete"
+    h = get(net, HOLDER, link, tmp_path / "h.out")
+    assert h["state"] == "complete", h
     time.sleep(3)
     c = api(net, REQUESTER)
     s = c.post("/api/downloads", {"link": link, "output": str(tmp_path / "f3.out")})
@@ -178,13 +180,16 @@ def test_requester_killed_and_resumed(net: dict[str, Any], tmp_path: Path) -> No
     c = api(net, RESUMER)
     s = c.post("/api/downloads", {"link": link, "output": str(tmp_path / "f4.out")})
 
+    seen: list[dict[str, Any]] = []
+
     def quarter() -> bool:
         cur = c.get(f"/api/downloads/{s['id']}")
+        seen[:] = [cur]
         if cur["state"] == "failed":
             raise AssertionError(f"the download failed: {cur}")
         return bool(cur["total"]) and cur["have"] >= cur["total"] // 4
 
-    wait_until(quarter, "the download never reached 25 %")
+    wait_until(quarter, "the download never reached 25 %", last=lambda: (seen, c.get("/api/status")))
     os.kill(int(net["peers"][RESUMER]["pid"]), signal.SIGKILL)
     time.sleep(0.5)
     # what survived the kill, read from the dead peer's store (verified pieces only)
@@ -217,7 +222,8 @@ def test_requester_killed_and_resumed(net: dict[str, Any], tmp_path: Path) -> No
     final = api(net, RESUMER).get(f"/api/downloads/{s['id']}")
     piece = 65536
     # only what was missing was fetched after the restart
-    assert final["bytes"] <= (final["total"] - have0) * piece, (have0, final)
+    assert final["fetched"] <= (final["total"] - have0) * piece, (have0, final)
+    assert final["bytes"] == final["size"], final
 
 
 async def _have_in_store(data_dir: Path, hash_hex: str) -> int:

@@ -42,6 +42,7 @@ class Links:
         self.neighbours: dict[bytes, object] = {}
         self.ordb_links: dict[bytes, int] = {}
         self.connects: list[tuple[bytes, object, int]] = []
+        self.dropped: list[bytes] = []
         self.mode = "link"  # "link" | "nothing" (no link came of it) | "refuse"
         self._index = {p.keys.node_id: p.index for p in swarm.peers}
 
@@ -53,6 +54,10 @@ class Links:
 
     def linked_ids(self) -> set[bytes]:
         return set(self.neighbours) | set(self.ordb_links)
+
+    def drop_ordb_link(self, node_id: bytes, why: str) -> None:
+        self.dropped.append(node_id)
+        self.ordb_links.pop(node_id, None)
 
     async def connect(self, record: Any, via: object, *, purpose: int = 0) -> None:
         self.connects.append((record.node_id, via, purpose))
@@ -274,3 +279,31 @@ async def test_a_refused_link_fails_that_query_only(scene: Scene) -> None:
     got = await scene.ours.forward_query(prov, b"later")  # the per-ORDB lock was released
     assert got is not None and len(scene.links.connects) == 2
     await until(lambda: [b for _s, b in queries(scene)] == [b"later"])
+
+
+async def test_an_ordb_link_closes_once_idle_and_not_while_a_query_waits(scene: Scene) -> None:
+    """A link we opened stays while a forwarded query's stream is open, and closes
+    ORDB_LINK_IDLE s after the last forward once none is (it then stops counting as a direct
+    link); the next query opens a new one."""
+    from peer.roles.ordbdht import ORDB_LINK_IDLE
+    from peer.wire.ordb import DbEnd, DbEndReason
+
+    prov = await their_record(scene)
+    now = [100.0]
+    scene.ours.clock = lambda: now[0]
+    got = await scene.ours.forward_query(prov, b"one")
+    assert got is not None
+    circ, sid = got
+    assert scene.ours.close_idle(now[0] + 10 * ORDB_LINK_IDLE) == 0  # the query still waits
+    scene.swarm.peers[0].node.db_end(circ, sid, DbEnd(DbEndReason.FINISHED).encode())
+    now[0] += 1
+    second = await scene.ours.forward_query(prov, b"two")  # a later query on the same link
+    assert second is not None
+    scene.swarm.peers[0].node.db_end(circ, second[1], DbEnd(DbEndReason.FINISHED).encode())
+    assert scene.ours.close_idle(now[0] + ORDB_LINK_IDLE - 0.5) == 0  # not idle long enough
+    assert scene.ours.close_idle(now[0] + ORDB_LINK_IDLE) == 1
+    assert scene.links.dropped == [prov.node_id] and prov.node_id not in scene.links.linked_ids()
+    assert circ not in scene.swarm.peers[0].node.circuits
+    assert scene.ours.close_idle(now[0] + 100 * ORDB_LINK_IDLE) == 0  # nothing left to close
+    third = await scene.ours.forward_query(prov, b"three")
+    assert third is not None and len(scene.links.connects) == 2
