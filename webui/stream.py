@@ -42,7 +42,7 @@ from aiohttp import web
 from peer.errors import PeerError
 from peer.node import Peer
 from peer.roles.downloads import Downloads
-from peer.roles.fetch import Download, Progress
+from peer.roles.fetch import INDEX_TAIL, Download, Progress
 from storage.chunkstore import ChunkStore
 from storage.encryption import decrypt_metadata
 from storage.errors import ShareNotFound
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 << 10  # bytes read from the store and written per step
 WINDOW = 8 << 20  # bytes from the position being written that the download fetches first
-TAIL = 1 << 20  # the file's last bytes fetched early for audio and video (an MP4 index may sit there)
+TAIL = INDEX_TAIL  # the file's last bytes fetched early for audio and video (the download does too)
 LIVENESS = 1.0  # seconds between checks that a client still waits, while nothing arrives
 STREAM_CSP = "sandbox; default-src 'none'"
 ROUTES = ("/stream/{hash_name}", "/stream/{hash_name}/{file}")

@@ -49,6 +49,7 @@ from peer.roles.schedule import (
 from peer.wire.commands import RelayCommand
 from peer.wire.ordb import DbConnected, DbEnd, DbEndReason, DbQuery, DeliveryKind, FrameReader
 from storage.chunkstore import ChunkStore
+from storage.encryption import decrypt_metadata
 from storage.manifest import Manifest, parse_manifest
 from storage.verify import VerifiedPiece, verify_pieces
 
@@ -75,6 +76,10 @@ class Delivery:
     buf: bytearray = field(default_factory=bytearray)
     reader: FrameReader | None = None
     answer: asyncio.Future[bytes] | None = None  # a manifest query: the manifest, or why not
+
+
+INDEX_TAIL = 1 << 20  # the last bytes of an audio or video file fetched first (an MP4 index may sit there)
+INDEX_OWNER = -1  # the scheduler window that holds them (a stream's windows are owned by its id())
 
 
 @dataclass
@@ -111,6 +116,7 @@ class Download:
         want_circuits: int = 5,
         min_circuits: int = 2,
         find_timeout: float = 120.0,
+        index_tail: int = INDEX_TAIL,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -125,6 +131,7 @@ class Download:
         self.want_circuits = want_circuits
         self.min = min_circuits
         self.find_timeout = find_timeout
+        self.index_tail = index_tail
         self.clock = clock
         self.sched = FetchScheduler(rng or random.Random())
         self.manifest: Manifest | None = None
@@ -181,6 +188,11 @@ class Download:
         self.progress.bytes_held = m.size - sum(
             _piece_length(m.size, m.piece_size, i) for i in self.sched.missing
         )
+        if self.index_tail > 0 and self._mime(m).split("/")[0] in ("audio", "video"):
+            # the file's last bytes first (an MP4 may keep its index there): a player started at
+            # any time opens it at once; a stream's own windows still go before them
+            tail = -(-self.index_tail // m.piece_size)
+            self.sched.set_window(INDEX_OWNER, m.piece_count, m.piece_count - 1, self.clock(), tail=tail)
         self.progress.state = "downloading"
         self._notify()
         last_check = self.clock()
@@ -431,6 +443,17 @@ class Download:
                 else:
                     d.answer.set_exception(DownloadError(f"the ORDB ended the query ({_reason(end.reason)})"))
             self._apply(self.sched.ended(d.query, end.reason, now))  # the stream is already closed
+
+    def _mime(self, m: Manifest) -> str:
+        """The share's MIME type, decrypted for an encrypted share ("" when the key is unknown)."""
+        if not m.encrypted:
+            return m.mime
+        if self.key is None:
+            return ""
+        try:
+            return decrypt_metadata(self.key, m.salt, m.meta).mime
+        except PeerError:
+            return ""
 
     def _max_piece(self) -> int:
         assert self.manifest is not None

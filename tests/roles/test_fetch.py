@@ -325,3 +325,29 @@ async def test_a_cancelled_download_is_paused_and_ends_its_queries(
     assert d.progress.state == "paused"
     assert [e[2] for e in net.ends] == [DbEndReason.FINISHED] * 2
     assert net.built[0] not in swarm.peers[REQUESTER].node.circuits
+
+
+async def test_a_video_download_fetches_the_file_end_first_and_other_files_in_order(
+    swarm: Swarm, store: ChunkStore, mine: ChunkStore, tmp_path: Path
+) -> None:
+    """An audio or video share's last ``index_tail`` bytes come first (an MP4 may keep its index
+    there, and a player may be opened at any moment); any other share is fetched from its start."""
+    net = Net(swarm, store)
+    firsts = {}
+    for name in ("clip.mp4", "notes.bin"):
+        data = os.urandom(30 * PIECE + 123)
+        f = tmp_path / name
+        f.write_bytes(data)
+        hn = (await store.import_file(f, encrypt=False, randbytes=os.urandom, piece_size=PIECE)).hash_name
+        net.holder.announce_soon(hn)
+        await until(lambda hn=hn: hn in net.ordb.holders)  # type: ignore[misc]
+        net.queries.clear()
+        d = net.download(mine, hn)
+        d.index_tail = 3 * PIECE
+        progress = await asyncio.wait_for(d.run(), 60)
+        assert progress.state == "verified"
+        assert (await mine.read_range(hn, 0, len(data))).data == data
+        firsts[name] = [q.first for q in net.queries if q.count]
+    assert firsts["clip.mp4"][0] == 28, firsts  # pieces 28..30: the last 3 * PIECE bytes
+    assert firsts["notes.bin"][0] == 0, firsts
+    await net.holder.close()

@@ -78,14 +78,24 @@ def write_media(path: Path, variant: Variant, spec: MediaSpec = MediaSpec()) -> 
             audio = out.add_stream("libopus" if variant is Variant.WEBM else "aac", rate=AUDIO_RATE)
             audio.layout = "mono"
             audio.bit_rate = 64_000
+        # audio and video in time order, so the container interleaves them as real files do (a
+        # player reads both from about the same offset: a stream of the playhead is one window)
         frames = round(spec.seconds * spec.fps)
+        total = round(spec.seconds * AUDIO_RATE)
+        sample = 0
         for i in range(frames):
             out.mux(video.encode(_video_frame(spec, i)))
+            until = min(total, (i + 1) * AUDIO_RATE // spec.fps)
+            while audio is not None and sample < until:
+                n = min(_AUDIO_CHUNK, total - sample)
+                out.mux(audio.encode(_audio_frame(sample, n)))
+                sample += n
         out.mux(video.encode(None))
         if audio is not None:
-            total = round(spec.seconds * AUDIO_RATE)
-            for start in range(0, total, _AUDIO_CHUNK):
-                out.mux(audio.encode(_audio_frame(start, min(_AUDIO_CHUNK, total - start))))
+            while sample < total:
+                n = min(_AUDIO_CHUNK, total - sample)
+                out.mux(audio.encode(_audio_frame(sample, n)))
+                sample += n
             out.mux(audio.encode(None))
     return path
 
@@ -184,3 +194,16 @@ def probe(path: Path) -> Probe:
         a = f.streams.audio[0].codec_context.name if f.streams.audio else None
         rate = path.stat().st_size * 8 / duration
         return Probe(f.format.name, duration, video_duration, rate, vs.codec_context.name, a)
+
+
+def keyframe_at(path: Path, seconds: float) -> tuple[float, int]:
+    """The video keyframe a player seeking to ``seconds`` starts from: ``(its time, its byte offset
+    in the file)``, the offset being where the player's read after the seek begins."""
+    with av.open(str(path)) as f:
+        vs = f.streams.video[0]
+        tb = vs.time_base or Fraction(1, 1)
+        f.seek(int(seconds / tb), stream=vs, backward=True, any_frame=False)
+        for packet in f.demux(vs):
+            if packet.pts is not None and packet.pos is not None and packet.pos >= 0 and packet.is_keyframe:
+                return float(packet.pts * tb), int(packet.pos)
+    raise ValueError(f"{path}: no keyframe at or before {seconds} s")
