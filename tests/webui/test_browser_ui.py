@@ -138,6 +138,8 @@ async def test_share_download_export_pause_cancel(net: dict[str, Any], tmp_path:
         await row.get_by_role("button", name="Pause").wait_for(timeout=10_000)
         # progress reaches 100 % on the page
         await row.locator("td", has_text="100.0%").wait_for(timeout=120_000)
+        # every piece is verified; the download is complete once they are stored
+        await row.locator("td.state-complete").wait_for(timeout=30_000)
         done = await requester.get(f"/api/downloads/{id_}")
         assert done["state"] == "complete", done
         cells = [await c.text_content() for c in await row.locator("td").all()]
@@ -192,3 +194,41 @@ async def test_share_download_export_pause_cancel(net: dict[str, Any], tmp_path:
         await row2.wait_for(state="detached", timeout=10_000)
         assert any(c.startswith("confirm:") for c in confirms), confirms
         assert (await other.get("/api/downloads"))["downloads"] == []
+
+
+async def test_an_encrypted_share_from_a_local_path_downloads_and_exports(
+    net: dict[str, Any], tmp_path: Path
+) -> None:
+    """The same for an encrypted share, shared from a path typed on the Share page: the holder's
+    library says encrypted, the requester's row reaches 100 % under the share's real name (read
+    from the decrypted manifest), and the export is the original."""
+    from tests.webui.browser import chromium
+
+    holder, requester = peer(net, HOLDER), peer(net, REQUESTER)
+    clip = write_media(tmp_path / "secret.webm", Variant.WEBM, MediaSpec(seconds=8))
+    digest = sha256(clip)
+    async with chromium() as ctx:
+        share, share_origin = await login(ctx, holder)
+        await share.goto(f"{share_origin}/ui/share")
+        await share.check("#encrypt")
+        await share.fill("#path", str(clip))
+        await share.click("#share-path")
+        await share.locator("#result").wait_for(state="visible", timeout=60_000)
+        link = await share.input_value("#link")
+        lib = (await holder.get("/api/library"))["shares"]
+        (mine,) = [s for s in lib if s["link"] == link]
+        assert mine["encrypted"] and mine["name"] == "secret.webm", mine
+
+        dl, dl_origin = await login(ctx, requester)
+        answer_dialogs(dl, "secret-export.webm")
+        await dl.goto(f"{dl_origin}/ui/downloads")
+        await dl.fill("#link", link)
+        await dl.click("#start")
+        row = await row_of(dl, "secret.webm")
+        await row.locator("td", has_text="100.0%").wait_for(timeout=120_000)
+        await row.get_by_role("button", name="Export").click()
+        notice = dl.locator("#notice", has_text="Saved as ")
+        await notice.wait_for(timeout=30_000)
+        saved = Path(((await notice.text_content()) or "").removeprefix("Saved as "))
+        assert saved.name == "secret-export.webm"
+        assert sha256(saved) == digest
