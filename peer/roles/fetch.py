@@ -78,7 +78,8 @@ class Delivery:
     answer: asyncio.Future[bytes] | None = None  # a manifest query: the manifest, or why not
 
 
-INDEX_TAIL = 1 << 20  # the last bytes of an audio or video file fetched first (an MP4 index may sit there)
+#: the first and last bytes of an audio or video file, fetched first (an MP4 may keep its index at the end)
+INDEX_TAIL = 1 << 20
 INDEX_OWNER = -1  # the scheduler window that holds them (a stream's windows are owned by its id())
 
 
@@ -189,10 +190,11 @@ class Download:
             _piece_length(m.size, m.piece_size, i) for i in self.sched.missing
         )
         if self.index_tail > 0 and self._mime(m).split("/")[0] in ("audio", "video"):
-            # the file's last bytes first (an MP4 may keep its index there): a player started at
-            # any time opens it at once; a stream's own windows still go before them
-            tail = -(-self.index_tail // m.piece_size)
-            self.sched.set_window(INDEX_OWNER, m.piece_count, m.piece_count - 1, self.clock(), tail=tail)
+            # a player opens a file by its first bytes, then (an MP4 may keep its index there) its
+            # last ones: both first, so that Play works at once whenever it is pressed; a stream's
+            # own windows (its playhead) still go before them
+            n = -(-self.index_tail // m.piece_size)
+            self.sched.set_window(INDEX_OWNER, 0, min(n, m.piece_count) - 1, self.clock(), tail=n)
         self.progress.state = "downloading"
         self._notify()
         last_check = self.clock()

@@ -327,11 +327,12 @@ async def test_a_cancelled_download_is_paused_and_ends_its_queries(
     assert net.built[0] not in swarm.peers[REQUESTER].node.circuits
 
 
-async def test_a_video_download_fetches_the_file_end_first_and_other_files_in_order(
+async def test_a_video_download_fetches_its_head_and_end_first_and_other_files_in_order(
     swarm: Swarm, store: ChunkStore, mine: ChunkStore, tmp_path: Path
 ) -> None:
-    """An audio or video share's last ``index_tail`` bytes come first (an MP4 may keep its index
-    there, and a player may be opened at any moment); any other share is fetched from its start."""
+    """An audio or video share's first and last ``index_tail`` bytes come first (a player opens
+    the head, then an MP4 may keep its index at the end, and Play may be pressed at any moment);
+    any other share is fetched from its start, in order."""
     net = Net(swarm, store)
     firsts = {}
     for name in ("clip.mp4", "notes.bin"):
@@ -348,6 +349,7 @@ async def test_a_video_download_fetches_the_file_end_first_and_other_files_in_or
         assert progress.state == "verified"
         assert (await mine.read_range(hn, 0, len(data))).data == data
         firsts[name] = [q.first for q in net.queries if q.count]
-    assert firsts["clip.mp4"][0] == 28, firsts  # pieces 28..30: the last 3 * PIECE bytes
-    assert firsts["notes.bin"][0] == 0, firsts
+    # pieces 0..2, then 28..30 (the first and last 3 * PIECE bytes), then the rest from 3 on
+    assert firsts["clip.mp4"][:3] == [0, 28, 3], firsts
+    assert firsts["notes.bin"][0] == 0 and firsts["notes.bin"] == sorted(firsts["notes.bin"]), firsts
     await net.holder.close()
