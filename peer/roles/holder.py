@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from peer.errors import PeerError
@@ -35,11 +35,22 @@ from peer.wire.ordb import (
     PieceRange,
 )
 from storage.chunkstore import ChunkStore
+from storage.manifest import Manifest
+from storage.merkle import HASH_LEN, MerkleProof, path_length
 
 log = logging.getLogger(__name__)
 
 Stream = tuple[int, int]
 MAX_PIECES_PER_QUERY = 64
+# A query is answered with at most this many bytes of piece frames (one piece at least, whatever
+# its size): 64 pieces of 16 MiB would keep one stream busy for a gigabyte.  A requester asking
+# for more gets fewer pieces (DB_CONNECTED's count and length say so); it asks again for the rest.
+MAX_BYTES_PER_QUERY = 32 << 20
+# Queries we serve at once (deliveries on all streams, manifests included).  One more is answered
+# DB_END UNAVAILABLE at once, without reading the store: its ORDB tries another holder.  A
+# delivery holds about one piece in memory (at most 16 MiB + its proof), so this bounds what
+# serving costs.
+MAX_SERVING = 32
 HASH_NAMES_PER_CIRCUIT = 4
 SEND_CHUNK = 64 * 1024
 ANNOUNCE_RETRY_FIRST = 1.0  # seconds before a failed announcement is tried again; doubles each time
@@ -52,6 +63,37 @@ class AnnounceCircuit:
     ordb: bytes  # the ORDB's NodeID
     stream: int | None = None
     hash_names: dict[bytes, int] = field(default_factory=dict)  # hash_name -> quarter announced here
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a query is answered with: ``count`` pieces (0: the manifest ``raw``), ``length`` bytes."""
+
+    kind: DeliveryKind
+    count: int
+    length: int
+    raw: bytes = b""
+    m: Manifest | None = None
+
+
+class _Broken(Exception):
+    """A piece of a delivery under way can no longer be read."""
+
+
+_FRAME_HEAD = len(PieceFrame(0, b"", b"").encode())  # version, index, proof_len, piece_len
+_PROOF_HEAD = len(MerkleProof(0, 1, ()).encode())  # version, index, count, path length
+
+
+def _frame_len(m: Manifest, index: int) -> int:
+    """The length of piece ``index``'s frame, from the manifest alone (the tree's shape gives the
+    proof's length)."""
+    proof = _PROOF_HEAD + HASH_LEN * path_length(index, m.piece_count)
+    return _FRAME_HEAD + proof + m.stored_piece_len(index)
+
+
+def _frame_head(index: int, proof: bytes, piece_len: int) -> bytes:
+    """A :class:`PieceFrame` up to its piece (``version index proof_len proof piece_len``)."""
+    return PieceFrame(index, proof, b"").encode()[:-4] + piece_len.to_bytes(4, "big")
 
 
 @dataclass(eq=False)
@@ -102,6 +144,9 @@ class HolderService:
         self._background = Background()
         self.served_pieces = 0
         self.served_queries: dict[bytes, int] = {}  # per hash_name: piece queries answered (in memory)
+        self.max_serving = MAX_SERVING
+        self._active = 0  # queries being answered (planned or delivering)
+        self.refused_busy = 0  # queries answered UNAVAILABLE because max_serving were being served
 
     # ---- announcing ----------------------------------------------------------------------------
     def owns(self, stream: Stream) -> bool:
@@ -275,44 +320,94 @@ class HolderService:
         ac.hash_names.clear()
 
     # ---- serving -------------------------------------------------------------------------------
-    async def _payload(self, q: DbQuery) -> tuple[int, bytes]:
-        """The delivery for a query: the manifest, or the framed pieces with their proofs."""
-        manifest = await self.store.get_manifest(q.hash_name)
+    def _count(self, m: Manifest, q: DbQuery) -> int:
+        """How many pieces from ``q.first`` we answer: at most ``MAX_PIECES_PER_QUERY``, and no more
+        than ``MAX_BYTES_PER_QUERY`` of frames (always one at least); 0 if the run asked for goes
+        past the share's end."""
+        n = min(q.count, MAX_PIECES_PER_QUERY)
+        if q.first + n > m.piece_count:
+            return 0
+        total = 0
+        for k in range(n):
+            total += _frame_len(m, q.first + k)
+            if k and total > MAX_BYTES_PER_QUERY:
+                return k
+        return n
+
+    async def _plan(self, q: DbQuery) -> _Plan:
+        """What we answer to a query, without reading any piece: the manifest, or which pieces and
+        the exact length of their frames.  LookupError if we do not (or no longer) serve it."""
+        raw = await self.store.get_manifest(q.hash_name)
         if not (await self.store.get_download_state(q.hash_name)).seeding:
             raise LookupError("not seeding")  # switched off (the library's seeding toggle)
         if q.wants_manifest:
-            return DeliveryKind.MANIFEST, manifest
-        count = min(q.count, MAX_PIECES_PER_QUERY)
-        pieces = await self.store.get_pieces(q.hash_name, q.first, q.first + count - 1)
-        if len(pieces) < count:
+            return _Plan(DeliveryKind.MANIFEST, 0, len(raw), raw)
+        m = await self.store.manifest(q.hash_name)
+        count = self._count(m, q)
+        have = await self.store.have(q.hash_name)
+        if count < 1 or any(i not in have for i in range(q.first, q.first + count)):
             raise LookupError("pieces missing")
-        frames = []
-        for i, data, proof in pieces:
-            if self.corrupt:
-                data = bytes([data[0] ^ 0xFF]) + data[1:]
-            frames.append(PieceFrame(i, proof.encode(), data).encode())
-        return DeliveryKind.PIECES, b"".join(frames)
+        length = sum(_frame_len(m, i) for i in range(q.first, q.first + count))
+        return _Plan(DeliveryKind.PIECES, count, length, m=m)
 
-    async def _deliver(self, circ: int, sid: int, payload: bytes, txid: bytes) -> None:
+    async def _chunks(self, q: DbQuery, plan: _Plan) -> AsyncGenerator[bytes, None]:
+        """The delivery in chunks of at most ``SEND_CHUNK`` bytes, one piece read at a time (a piece
+        is read from the store when the one before has been queued on the stream).
+
+        _Broken if a piece went missing or no longer verifies (the store drops it) meanwhile."""
+        if plan.m is None:
+            for a in range(0, len(plan.raw), SEND_CHUNK):
+                yield plan.raw[a : a + SEND_CHUNK]
+            return
+        for i in range(q.first, q.first + plan.count):
+            try:
+                data, proof = await self.store.get_piece(q.hash_name, i)
+            except PeerError as exc:
+                raise _Broken(f"piece {i}: {exc}") from exc
+            head = _frame_head(i, proof.encode(), len(data))
+            if len(head) + len(data) != _frame_len(plan.m, i):
+                raise _Broken(f"piece {i} is not the size its manifest says")
+            view = memoryview(data)
+            first = SEND_CHUNK - len(head)
+            if self.corrupt:  # a lying holder: the piece's first byte flipped
+                yield head + bytes([data[0] ^ 0xFF]) + bytes(view[1:first])
+            else:
+                yield head + bytes(view[:first])
+            for a in range(first, len(data), SEND_CHUNK):
+                yield bytes(view[a : a + SEND_CHUNK])
+            del data, view
+
+    async def _deliver(self, circ: int, sid: int, q: DbQuery, plan: _Plan, txid: bytes) -> None:
         s = Serving((circ, sid), asyncio.current_task())
         self.serving[(circ, sid)] = s
         if self._routes is not None:
             self._routes.own_stream(circ, sid, self.handle)
         try:
             loop = asyncio.get_running_loop()
-            for i in range(0, len(payload), SEND_CHUNK):
-                chunk = payload[i : i + SEND_CHUNK]
-                if self.upload is not None:
-                    wait = self.upload.reserve(len(chunk), loop.time())
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                if not self.node.stream_send(circ, sid, chunk):
-                    s.writable.clear()
+            reason = DbEndReason.FINISHED
+            chunks = self._chunks(q, plan)
+            try:
+                async for chunk in chunks:
+                    if self.upload is not None:
+                        wait = self.upload.reserve(len(chunk), loop.time())
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                    if not self.node.stream_send(circ, sid, chunk):
+                        s.writable.clear()
+                        self._kick()
+                        await s.writable.wait()
                     self._kick()
-                    await s.writable.wait()
-                self._kick()
-            self.node.db_end(circ, sid, DbEnd(DbEndReason.FINISHED, txid).encode())
+            except _Broken as exc:
+                # the length announced cannot be met: end the stream (the requester asks again)
+                log.info("delivery of %s broken off: %s", q.hash_name.hex()[:16], exc)
+                reason = DbEndReason.DESTROYED
+            finally:
+                await chunks.aclose()
+            self.node.db_end(circ, sid, DbEnd(reason, txid).encode())
             self._kick()
+            if reason == DbEndReason.FINISHED and plan.kind == DeliveryKind.PIECES:
+                self.served_pieces += plan.count
+                self.served_queries[q.hash_name] = self.served_queries.get(q.hash_name, 0) + 1
         except PeerError:
             pass
         finally:
@@ -320,55 +415,57 @@ class HolderService:
             if self._routes is not None:
                 self._routes.release_stream(circ, sid)
 
-    async def _serve(self, circ: int, q: DbQuery) -> None:
+    async def _answer(self, circ: int, sid: int | None, q: DbQuery, txid: bytes) -> None:
+        """Answer a query: on a new stream of ours on ``circ`` (``sid`` None: a query passed down
+        our announce stream), or on the requester's stream ``sid`` (serve_here)."""
+        busy = self._active >= self.max_serving
+        self._active += 1  # before any await: queries arriving meanwhile count this one
         try:
-            kind, payload = await self._payload(q)
+            if busy:
+                self.refused_busy += 1
+                raise LookupError("serving as many queries as we may")
+            plan = await self._plan(q)
         except (PeerError, LookupError):
-            if circ in self.node.circuits:
-                sid = self.node.open_db_stream(
-                    circ,
-                    RelayCommand.DB_CONNECTED,
-                    DbConnected(q.txid, DeliveryKind.PIECES, q.first, 0, 0).encode(),
-                )
-                self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE, q.txid).encode())
-                self._kick()
+            self._active -= 1
+            if sid is not None:
+                self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE).encode())
+            elif circ in self.node.circuits:
+                hello = DbConnected(txid, DeliveryKind.PIECES, q.first, 0, 0)
+                sid = self.node.open_db_stream(circ, RelayCommand.DB_CONNECTED, hello.encode())
+                self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE, txid).encode())
+            self._kick()
             return
-        if circ not in self.node.circuits:
-            return
-        hello = DbConnected(q.txid, kind, q.first, min(q.count, MAX_PIECES_PER_QUERY), len(payload))
-        sid = self.node.open_db_stream(circ, RelayCommand.DB_CONNECTED, hello.encode())
-        await self._deliver(circ, sid, payload, q.txid)
-        if kind == DeliveryKind.PIECES:
-            self.served_pieces += q.count
-            self.served_queries[q.hash_name] = self.served_queries.get(q.hash_name, 0) + 1
+        try:
+            hello = DbConnected(txid, plan.kind, q.first, plan.count, plan.length)
+            if sid is not None:
+                self.node.send_relay(circ, RelayCommand.DB_CONNECTED, sid, hello.encode())
+            elif circ in self.node.circuits:
+                sid = self.node.open_db_stream(circ, RelayCommand.DB_CONNECTED, hello.encode())
+            else:
+                return
+            await self._deliver(circ, sid, q, plan, txid)
+        finally:
+            self._active -= 1
+
+    async def _serve(self, circ: int, q: DbQuery) -> None:
+        await self._answer(circ, None, q, q.txid)
 
     async def has(self, q: DbQuery) -> bool:
-        """Do we hold what a query asks for (the manifest, or every piece of the run)?"""
+        """Do we hold what a query asks for (the manifest, or every piece we would answer)?"""
         try:
             have = await self.store.have(q.hash_name)
+            if q.wants_manifest:
+                return True
+            count = self._count(await self.store.manifest(q.hash_name), q)
         except PeerError:
             return False
-        if q.wants_manifest:
-            return True
-        return all(i in have for i in range(q.first, q.first + min(q.count, MAX_PIECES_PER_QUERY)))
+        return count > 0 and all(i in have for i in range(q.first, q.first + count))
 
     async def serve_here(self, stream: tuple[int, int], q: DbQuery) -> None:
         """As an ORDB that holds the content itself: answer on the requester's query stream.
 
         (Forwarding the query would show the next ORDB our identity next to a hash_name we hold.)"""
-        circ, sid = stream
-        try:
-            kind, payload = await self._payload(q)
-        except (PeerError, LookupError):
-            self.node.db_end(circ, sid, DbEnd(DbEndReason.UNAVAILABLE).encode())
-            self._kick()
-            return
-        hello = DbConnected(bytes(16), kind, q.first, min(q.count, MAX_PIECES_PER_QUERY), len(payload))
-        self.node.send_relay(circ, RelayCommand.DB_CONNECTED, sid, hello.encode())
-        await self._deliver(circ, sid, payload, bytes(16))
-        if kind == DeliveryKind.PIECES:
-            self.served_pieces += q.count
-            self.served_queries[q.hash_name] = self.served_queries.get(q.hash_name, 0) + 1
+        await self._answer(stream[0], stream[1], q, bytes(16))
 
     async def close(self) -> None:
         await self._background.close()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import os
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +36,12 @@ from peer.wire.ordb import (
     DbQuery,
     DeliveryKind,
     FrameReader,
+    PieceFrame,
 )
 from storage.chunkstore import ChunkStore
+from storage.errors import CorruptPiece
 from storage.manifest import parse_manifest
+from storage.merkle import MerkleProof
 from storage.verify import verify_pieces
 
 PIECE = 16 * 1024
@@ -176,10 +181,10 @@ class Holder:
         return {i for i, o in self.ordbs.items() if o.live()}
 
 
-async def share(store: ChunkStore, tmp_path: Path, size: int = SIZE) -> bytes:
+async def share(store: ChunkStore, tmp_path: Path, size: int = SIZE, piece_size: int = PIECE) -> bytes:
     f = tmp_path / f"file-{size}.bin"
     f.write_bytes(os.urandom(size))
-    res = await store.import_file(f, encrypt=False, randbytes=os.urandom, piece_size=PIECE)
+    res = await store.import_file(f, encrypt=False, randbytes=os.urandom, piece_size=piece_size)
     assert res.hash_name is not None
     return res.hash_name
 
@@ -461,6 +466,157 @@ async def test_a_lost_announce_circuit_stops_its_deliveries_and_is_replaced(
     await until(lambda: holder.h.serving == {} and serving.task is not None and serving.task.done())
     await until(lambda: len(o.live()) == 1 and o.live()[0].circ not in (a.circ for a in o.announces[:1]))
     assert lost not in holder.h.circuits and len(holder.builds) == 2
+    await holder.h.close()
+
+
+# ---- bounded memory and load -------------------------------------------------------------------
+
+BIG = 2 << 20  # pieces of a "big" share: 3 of them
+
+
+class Meter:
+    """Counts the piece bytes the holder reads from its store and the bytes it hands to its streams:
+    ``held`` is the most read and not yet handed on at any moment."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, holder: Holder, store: ChunkStore) -> None:
+        self.read = self.sent = self.held = 0
+        get_piece, get_pieces, send = store.get_piece, store.get_pieces, holder.peer.node.stream_send
+
+        async def one(hn: bytes, i: int) -> tuple[bytes, MerkleProof]:
+            got = await get_piece(hn, i)
+            self._read(len(got[0]))
+            return got
+
+        async def many(hn: bytes, a: int, b: int) -> list[tuple[int, bytes, MerkleProof]]:
+            got = await get_pieces(hn, a, b)
+            self._read(sum(len(d) for _, d, _ in got))
+            return got
+
+        def sending(circ: int, sid: int, data: bytes) -> bool:
+            self.sent += len(data)
+            return send(circ, sid, data)
+
+        monkeypatch.setattr(store, "get_piece", one)
+        monkeypatch.setattr(store, "get_pieces", many)
+        monkeypatch.setattr(holder.peer.node, "stream_send", sending)
+
+    def _read(self, n: int) -> None:
+        self.read += n
+        self.held = max(self.held, self.read - self.sent)
+
+
+async def test_a_big_delivery_reads_one_piece_at_a_time(
+    swarm: Swarm, store: ChunkStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 pieces of 2 MiB go out in one query without the holder holding more than one piece: each
+    piece is read once the one before is on the stream.  The Python heap's peak during the delivery
+    stays under 3 pieces: the piece being sent, the previous read's rows (aiosqlite's worker thread
+    keeps its last result until its next query) and the stream and link buffers (bounded by the
+    windows, well under a piece); the whole delivery in memory at once would be 6 MiB, twice that
+    with its frames.  The ORDB keeps none of it: it hashes the byte stream as it comes and compares
+    it with the frames the store gives, computed before the measurement."""
+    holder = Holder(swarm, store)
+    hn = await share(store, tmp_path, size=3 * BIG - 5, piece_size=BIG)
+    manifest = parse_manifest(await store.get_manifest(hn), hn)
+    want = hashlib.sha256()
+    for i, data, proof in await store.get_pieces(hn, 0, 2):
+        want.update(PieceFrame(i, proof.encode(), data).encode())
+    o = await announced(holder, hn)
+    meter = Meter(monkeypatch, holder, store)
+    got, n = hashlib.sha256(), [0]
+
+    def lean(e: ev.Event) -> None:  # the ORDB keeps no delivery bytes
+        if isinstance(e, ev.RelayMessageReceived) and e.command == RelayCommand.DB_DATA:
+            got.update(e.data)
+            n[0] += len(e.data)
+            o.peer.node.stream_consumed(e.circ, e.stream_id, 1)
+            later(o.peer)
+            return
+        o.on_event(e)
+
+    o.peer.driver.on_event = lean
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        o.ask(DbQuery(hn, 0, 3, 0, TXID))
+        await until(lambda: any(d.end is not None for d in o.deliveries.values()), 60)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    (d,) = o.deliveries.values()
+    assert d.end == DbEnd(DbEndReason.FINISHED, TXID) and d.hello.count == 3
+    assert n[0] == d.hello.length and got.digest() == want.digest()  # the frames, the length announced
+    assert meter.read == manifest.size  # every piece read once
+    assert meter.held <= BIG  # no piece read before the one before was handed on
+    assert peak < 3 * BIG, f"heap peak {peak} during a delivery of {manifest.size} bytes"
+    await holder.h.close()
+
+
+async def test_a_query_for_more_bytes_than_the_cap_is_answered_with_fewer_pieces(
+    swarm: Swarm, store: ChunkStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(holder_mod, "MAX_BYTES_PER_QUERY", 5 * PIECE)
+    holder = Holder(swarm, store)
+    hn = await share(store, tmp_path)
+    o = await announced(holder, hn)
+    o.ask(DbQuery(hn, 3, 30, 0, TXID))
+    (d,) = await delivered(o)
+    # four frames (a piece and its proof each) fit in 5 pieces' bytes, five do not
+    assert (d.hello.first, d.hello.count) == (3, 4) and d.hello.length == len(d.data) <= 5 * PIECE
+    assert await pieces_of(store, hn, d.data) == [3, 4, 5, 6]
+    assert d.end == DbEnd(DbEndReason.FINISHED, TXID) and holder.h.served_pieces == 4
+    assert await holder.h.has(DbQuery(hn, 10, 30, 0))  # what we would answer: 10..13
+    await holder.h.close()
+
+
+async def test_queries_beyond_those_served_at_once_are_answered_unavailable(
+    swarm: Swarm, store: ChunkStore, tmp_path: Path
+) -> None:
+    holder = Holder(swarm, store)
+    holder.h.max_serving = 1
+    hn = await share(store, tmp_path)
+    o = await announced(holder, hn)
+    key = await stalled(holder, o, hn)  # one delivery under way, waiting for window
+    o.ask(DbQuery(hn, 0, 1, 0, TXID[::-1]))
+    o.ask(DbQuery(hn, 0, 0, 0, TXID[::-1]))  # a manifest too
+    await until(lambda: sum(d.end is not None for d in o.deliveries.values()) == 2)
+    for k, d in o.deliveries.items():
+        if k != key:
+            assert d.hello == DbConnected(TXID[::-1], DeliveryKind.PIECES, 0, 0, 0) and d.data == b""
+            assert d.end == DbEnd(DbEndReason.UNAVAILABLE, TXID[::-1])
+    assert o.deliveries[key].end is None and holder.h.refused_busy == 2
+    o.end(key, DbEndReason.RESET)  # the first one stops: the next query is served
+    await until(lambda: holder.h.serving == {})
+    o.consume = True
+    o.ask(DbQuery(hn, 5, 2, 0, TXID))
+    await until(lambda: sum(d.end is not None for d in o.deliveries.values()) == 3)
+    (last,) = [d for k, d in o.deliveries.items() if k != key and d.hello.count]
+    assert last.end == DbEnd(DbEndReason.FINISHED, TXID) and await pieces_of(store, hn, last.data) == [5, 6]
+    await holder.h.close()
+
+
+async def test_a_piece_lost_during_a_delivery_ends_it(
+    swarm: Swarm, store: ChunkStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The length was announced from the manifest; a piece the store finds corrupt when it comes to
+    it (and drops) ends the stream DESTROYED, not with a short delivery called FINISHED."""
+    holder = Holder(swarm, store)
+    hn = await share(store, tmp_path)
+    o = await announced(holder, hn)
+    get_piece = store.get_piece
+
+    async def rotten(h: bytes, i: int) -> tuple[bytes, MerkleProof]:
+        if i == 7:
+            raise CorruptPiece("stored piece 7 was corrupt and has been dropped")
+        return await get_piece(h, i)
+
+    monkeypatch.setattr(store, "get_piece", rotten)
+    o.ask(DbQuery(hn, 0, 10, 0, TXID))
+    (d,) = await delivered(o)
+    assert d.end == DbEnd(DbEndReason.DESTROYED, TXID) and len(d.data) < d.hello.length
+    assert await pieces_of(store, hn, d.data) == list(range(7))
+    assert holder.h.served_pieces == 0 and holder.h.serving == {}
     await holder.h.close()
 
 
