@@ -399,7 +399,7 @@ class HolderService:
                     self._kick()
             except _Broken as exc:
                 # the length announced cannot be met: end the stream (the requester asks again)
-                log.info("delivery of %s broken off: %s", q.hash_name.hex()[:16], exc)
+                log.debug("a delivery broken off: %s", exc)  # which share we serve is not for the log
                 reason = DbEndReason.DESTROYED
             finally:
                 await chunks.aclose()

@@ -641,7 +641,7 @@ async def test_the_holder_serves_only_seeded_shares_and_counts_per_share(
     await store.set_seeding(h, False)
     sent = node.sent
     with pytest.raises(LookupError):
-        await holder._payload(q)
+        await holder._plan(q)
     await holder.serve_here((1, 3), q)
     assert node.sent == sent and holder.served_queries == {h: 2}  # refused, not counted
     await holder.close()

@@ -148,7 +148,8 @@ async def test_holder_reserves_each_chunk_before_sending_it() -> None:
     from typing import cast
 
     from peer.proto.node import OnionNode
-    from peer.roles.holder import SEND_CHUNK, HolderService
+    from peer.roles.holder import SEND_CHUNK, HolderService, _Plan
+    from peer.wire.ordb import DbQuery, DeliveryKind
     from storage.chunkstore import ChunkStore
 
     log: list[tuple[str, int]] = []
@@ -161,8 +162,9 @@ async def test_holder_reserves_each_chunk_before_sending_it() -> None:
     )
     assert isinstance(h.upload, TokenBucket) and h.upload.rate == 1024
     h.upload = _Bucket(log)  # type: ignore[assignment]
-    payload = bytes(2 * SEND_CHUNK + 100)
-    await h._deliver(1, 2, payload, bytes(16))
+    payload = bytes(2 * SEND_CHUNK + 100)  # a manifest delivery: its bytes are at hand
+    plan = _Plan(DeliveryKind.MANIFEST, 0, len(payload), payload)
+    await h._deliver(1, 2, DbQuery(bytes(32), 0, 0, 0), plan, bytes(16))
     sends = [(k, n) for k, n in log if k != "end"]
     assert sends == [
         ("reserve", SEND_CHUNK),
