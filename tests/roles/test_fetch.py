@@ -353,3 +353,25 @@ async def test_a_video_download_fetches_its_head_and_end_first_and_other_files_i
     assert firsts["clip.mp4"][:3] == [0, 28, 3], firsts
     assert firsts["notes.bin"][0] == 0 and firsts["notes.bin"] == sorted(firsts["notes.bin"]), firsts
     await net.holder.close()
+
+
+async def test_a_holder_answering_fewer_pieces_than_asked_still_completes_the_download(
+    swarm: Swarm, store: ChunkStore, mine: ChunkStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's byte cap may answer a query with fewer pieces than it asked for (DB_CONNECTED
+    says how many): the requester takes those, asks again for the rest, and verifies everything."""
+    from peer.roles import holder
+
+    monkeypatch.setattr(holder, "MAX_BYTES_PER_QUERY", 2 * PIECE)  # 2 frames are just over: 2 pieces
+    net = Net(swarm, store)
+    hn, data = await share(store, tmp_path)
+    net.holder.announce_soon(hn)
+    await until(lambda: hn in net.ordb.holders)
+    d = net.download(mine, hn)
+    progress = await asyncio.wait_for(d.run(), 60)
+    assert progress.state == "verified" and progress.have == progress.total == 31
+    assert (await mine.read_range(hn, 0, len(data))).data == data
+    asked = [q.count for q in net.queries if q.count]
+    assert max(asked) > 2, asked  # the requester asked for more than the holder would give at once
+    assert len(asked) >= 31 // 2, asked  # so it had to ask again for what was left out
+    await net.holder.close()
