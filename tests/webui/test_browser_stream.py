@@ -31,9 +31,8 @@ from typing import Any
 
 import pytest
 
-from peer.app.testnet import NetSpec
 from tests.webui.media import MediaSpec, Variant, keyframe_at, probe, write_media
-from tests.webui.uikit import Peer, login, peer, running_testnet
+from tests.webui.uikit import Peer, capped_net, login, paste_link, peer, running_testnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_tool("chromium")]
 
@@ -52,10 +51,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("streamnet")
-    spec = NetSpec(
-        peers=8, dir=d, links=3, exits=0, stable=True, peer_args={HOLDER: ("--max-upload", str(CAP))}
-    )
-    with running_testnet(spec) as state:
+    with running_testnet(capped_net(d, HOLDER, CAP)) as state:
         yield state
 
 
@@ -122,9 +118,7 @@ async def watch(requester: Peer, link: str, case: Case, tmp_path: Path) -> None:
     size = case.size
     async with chromium() as ctx:
         page, origin = await login(ctx, requester)
-        await page.goto(f"{origin}/ui/downloads")
-        await page.fill("#link", link)
-        await page.click("#start")
+        await paste_link(page, origin, link)
         row = page.locator("#rows tr", has=page.locator("td.name", has_text=case.clip.name))
         play = row.get_by_role("button", name="Play")
         await play.wait_for(timeout=90_000)  # shown once the manifest says the type is playable

@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Dialog, Page
 
-from peer.app.testnet import NetSpec
 from tests.webui.media import MediaSpec, Variant, write_media
-from tests.webui.uikit import Peer, login, peer, running_testnet, sha256
+from tests.webui.uikit import Peer, capped_net, login, paste_link, peer, running_testnet, sha256
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_tool("chromium")]
 
@@ -37,10 +36,7 @@ CAP = 1_000_000  # the holder's upload cap, bytes/s
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("uinet")
-    spec = NetSpec(
-        peers=8, dir=d, links=3, exits=0, stable=True, peer_args={HOLDER: ("--max-upload", str(CAP))}
-    )
-    with running_testnet(spec) as state:
+    with running_testnet(capped_net(d, HOLDER, CAP)) as state:
         yield state
 
 
@@ -116,9 +112,7 @@ async def test_share_download_export_pause_cancel(net: dict[str, Any], tmp_path:
         # the Downloads page of the requester: paste the link
         dl, dl_origin = await login(ctx, requester)
         prompts = answer_dialogs(dl, "talk-export.mp4")
-        await dl.goto(f"{dl_origin}/ui/downloads")
-        await dl.fill("#link", link)
-        await dl.click("#start")
+        await paste_link(dl, dl_origin, link)
         row = await row_of(dl, "talk.mp4")
         await row.wait_for(timeout=30_000)
         id_ = (await requester.get("/api/downloads"))["downloads"][0]["id"]
@@ -186,9 +180,7 @@ async def test_share_download_export_pause_cancel(net: dict[str, Any], tmp_path:
         link2 = str((await holder.post("/api/shares", {"path": str(clip2), "encrypt": False}))["link"])
         ot, ot_origin = await login(ctx, other)
         confirms = answer_dialogs(ot, "")
-        await ot.goto(f"{ot_origin}/ui/downloads")
-        await ot.fill("#link", link2)
-        await ot.click("#start")
+        await paste_link(ot, ot_origin, link2)
         row2 = await row_of(ot, "second.mp4")
         await row2.get_by_role("button", name="Cancel").click(timeout=30_000)
         await row2.wait_for(state="detached", timeout=10_000)
@@ -221,9 +213,7 @@ async def test_an_encrypted_share_from_a_local_path_downloads_and_exports(
 
         dl, dl_origin = await login(ctx, requester)
         answer_dialogs(dl, "secret-export.webm")
-        await dl.goto(f"{dl_origin}/ui/downloads")
-        await dl.fill("#link", link)
-        await dl.click("#start")
+        await paste_link(dl, dl_origin, link)
         row = await row_of(dl, "secret.webm")
         await row.locator("td", has_text="100.0%").wait_for(timeout=120_000)
         await row.get_by_role("button", name="Export").click()

@@ -83,3 +83,17 @@ def sha256(path: Path) -> str:
 
 async def poll(page: Page, seconds: float) -> None:
     await page.wait_for_timeout(seconds * 1000)
+
+
+def capped_net(d: Path, holder: int, cap: int) -> NetSpec:
+    """8 stable peers, 3 links each, no exit; ``holder``'s upload capped at ``cap`` bytes/s."""
+    return NetSpec(
+        peers=8, dir=d, links=3, exits=0, stable=True, peer_args={holder: ("--max-upload", str(cap))}
+    )
+
+
+async def paste_link(page: Page, origin: str, link: str) -> None:
+    """Start a download the way a user does: the link pasted on the Downloads page."""
+    await page.goto(f"{origin}/ui/downloads")
+    await page.fill("#link", link)
+    await page.click("#start")
