@@ -92,6 +92,7 @@ class DhtConfig:
     timeout_max: float = 2.0
     stall_min: float = 0.005  # a query slower than max(this, SRTT + 4 RTTVAR) frees its lookup slot
     max_failures: int = 2  # consecutive timeouts before a contact is evicted
+    store_attempts: int = 3  # store rounds while fewer than half of the k closest took a record
     record_ttl: float = 3600.0
     republish_interval: float = 1200.0
     refresh_interval: float = 900.0  # buckets without a lookup for this long are refreshed
@@ -523,6 +524,21 @@ class DhtNode:
         return await self._store_record(build(self._clock()))
 
     async def _store_record(self, record: Record) -> int:
+        """Store at the k closest; a round too few nodes took (a loaded or churning network) runs again."""
+        accepted = 0
+        for attempt in range(self.config.store_attempts):
+            if attempt:
+                await asyncio.sleep(self.protocol.rtt.timeout)
+            accepted = max(accepted, await self._store_round(record))
+            if accepted >= self._store_quorum():
+                break
+        return accepted
+
+    def _store_quorum(self) -> int:
+        """Half of the k closest we could know of: at least one."""
+        return max(1, min(self.config.k, len(self.table)) // 2)
+
+    async def _store_round(self, record: Record) -> int:
         encoded = record.encode()
         closest = await self.find_node(record.dht_key)
         accepted = 0
