@@ -194,7 +194,7 @@ def _stats(values: list[float | None], limit_s: float) -> dict[str, Any]:
     return {
         "median": round(median, 1) if math.isfinite(median) else None,
         "min": round(min(done), 1) if done else None,
-        "max": round(max(done), 1) if len(done) == len(values) else None,
+        "max": round(max(done), 1) if done and len(done) == len(values) else None,
         "over_limit": len(values) - len(done),
         "limit_ms": round(limit_s * 1000),
         "goal_met": median <= GOAL_MS,
