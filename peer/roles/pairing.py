@@ -311,8 +311,9 @@ class Pairing:
     def forwarded(self, stream: Stream, source: Stream) -> list[Action]:
         """Our forward stream to another ORDB is open: its answer is spliced like a holder's."""
         q = self.queries.get(stream)
-        if q is None:
-            return [EndStream(source, DbEndReason.FINISHED)]  # the requester left meanwhile
+        if q is None or q.holder is not None or q.source is not None:
+            # the requester left meanwhile, or a holder took the query after all (it failed over)
+            return [EndStream(source, DbEndReason.FINISHED)]
         self.stats["forwarded"] += 1
         q.source = q.forwarded_to = source
         self.by_source[source] = q

@@ -552,3 +552,17 @@ def test_the_table_does_no_io_reads_no_clock_and_draws_no_randomness_of_its_own(
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert imported and not {m for m in imported for f in forbidden if m == f or m.startswith(f + ".")}
+
+
+def test_a_forward_stream_that_opens_after_a_holder_took_the_query_is_closed() -> None:
+    """Found by the property test above: a forward answered UNAVAILABLE fails over to a holder
+    announced meanwhile; a second forward stream opening late must not be spliced in as well."""
+    t = new_table(forward=True)
+    (fwd,) = t.query((20, 1), ask(), involved=False, now=0.0)
+    assert isinstance(fwd, Forward)
+    t.announced((10, 1), info(HN))
+    assert t.forwarded((20, 1), (40, 2)) == []
+    (send,) = t.source_ended((40, 2), DbEnd(DbEndReason.UNAVAILABLE), 1.0)
+    assert isinstance(send, SendQuery) and send.stream == (10, 1)  # the holder announced meanwhile
+    assert t.forwarded((20, 1), (40, 3)) == [EndStream((40, 3), DbEndReason.FINISHED)]
+    assert (40, 3) not in t.by_source and t.queries[(20, 1)].source is None
