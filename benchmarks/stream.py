@@ -347,6 +347,7 @@ async def _peersm_run(
                 "circuits": d["circuits"],
                 "replaced": d["replaced"],
                 "replace_reasons": d["replace_reasons"],
+                "preempted": d["preempted"],
                 "first_byte_s": None if d["first_byte_s"] is None else round(d["first_byte_s"], 2),
                 "media_requests": log,
             }

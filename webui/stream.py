@@ -17,7 +17,8 @@ tells the share's download the playhead (a window of :data:`WINDOW` bytes from t
 written, plus the file's last :data:`TAIL` bytes for audio and video, where an MP4 keeps its index
 when it is not at the front), sleeps until the download reports progress, and writes in chunks of
 :data:`CHUNK` bytes, each write waiting for the client to take the previous ones.  A seek is a new
-request: its window goes first; what is in flight for the old one is not cancelled.  When the
+request: its window goes first, and if its first piece is missing the download ends the queries
+that would share the holder's upload with it (:mod:`peer.roles.schedule`'s rush).  When the
 client leaves, or no download can bring the bytes (paused, failed, none), the window is released;
 a response whose headers are already out then ends short (the connection is closed), one whose
 first bytes are missing gets 503.

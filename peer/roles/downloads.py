@@ -122,6 +122,7 @@ class DownloadTask:
             "bad_pieces": p.bad_pieces,
             "replaced": p.replaced,
             "replace_reasons": p.replace_reasons,
+            "preempted": p.preempted,
             "delivering": p.delivering,
             "first_byte_s": p.first_byte_s,
             "error": p.error,

@@ -8,7 +8,7 @@ signed manifest), then keeps every circuit busy with DB_QUERYs for runs of missi
 - the next query goes to the fastest circuit with a free slot (two queries in flight per
   circuit, so the next is asked before the current one ends), sized to about a second of
   that circuit's rate;
-- a circuit much slower than the best, or one whose queries stall, is replaced by a circuit
+- a circuit much slower than the median one, or one whose queries stall, is replaced by a circuit
   to another ORDB, and its unfinished pieces go back to the queue (an interrupted window
   resumes from another source);
 - near the end, pieces still in flight are also asked on idle circuits (end-game);
@@ -16,7 +16,9 @@ signed manifest), then keeps every circuit busy with DB_QUERYs for runs of missi
   fails is reported with DB_END BAD_PIECE (the ORDB then drops that holder for this
   hash_name) and is fetched again elsewhere;
 - a stream (webui/stream.py) puts a window of pieces under its playhead first
-  (:meth:`Download.want`); a piece under a window is stored at once, not batched.
+  (:meth:`Download.want`); a piece under a window is stored at once, not batched; when the
+  window jumps (Play, a seek) onto a missing piece, the queries that would compete with it at
+  the holder are ended and its first pieces asked alone (the scheduler's rush).
 
 Those decisions are made by the sans-I/O :class:`peer.roles.schedule.FetchScheduler`;
 :class:`Download` builds the circuits, opens and ends the query streams, reassembles and
@@ -96,6 +98,7 @@ class Progress:
     bad_pieces: int = 0
     replaced: int = 0
     replace_reasons: dict[str, int] = field(default_factory=dict)
+    preempted: int = 0  # queries ended so that a player's piece comes first (a rush: Play, a seek)
     delivering: float | None = None  # mean circuits bringing data per half-second, while downloading
     first_byte_s: float | None = None
     state: str = "starting"
@@ -359,6 +362,7 @@ class Download:
         self.progress.bad_pieces = self.sched.bad_pieces
         self.progress.replaced = self.sched.replaced
         self.progress.replace_reasons = dict(self.sched.reasons)
+        self.progress.preempted = self.sched.preempted
         if self.sched.delivering:
             self.progress.delivering = sum(self.sched.delivering) / len(self.sched.delivering)
 

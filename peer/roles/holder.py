@@ -52,7 +52,7 @@ MAX_BYTES_PER_QUERY = 32 << 20
 # serving costs.
 MAX_SERVING = 32
 HASH_NAMES_PER_CIRCUIT = 4
-SEND_CHUNK = 64 * 1024
+SEND_CHUNK = 16 * 1024  # bytes per send: under an upload cap, a new query waits about one chunk per delivery running
 ANNOUNCE_RETRY_FIRST = 1.0  # seconds before a failed announcement is tried again; doubles each time
 ANNOUNCE_RETRY_MAX = 60.0
 
@@ -391,7 +391,12 @@ class HolderService:
                     if self.upload is not None:
                         wait = self.upload.reserve(len(chunk), loop.time())
                         if wait > 0:
-                            await asyncio.sleep(wait)
+                            try:
+                                await asyncio.sleep(wait)
+                            except asyncio.CancelledError:
+                                # the requester left: its place in the queue goes to the others
+                                self.upload.refund(len(chunk), loop.time())
+                                raise
                     if not self.node.stream_send(circ, sid, chunk):
                         s.writable.clear()
                         self._kick()

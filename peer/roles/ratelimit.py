@@ -53,6 +53,13 @@ class TokenBucket:
         self._refill(now)
         return self._tokens
 
+    def refund(self, n: int, now: float) -> None:
+        """Give back ``n`` bytes reserved and never sent (their sender was cancelled while it waited)."""
+        if n < 0:
+            raise UsageError("cannot refund a negative number of bytes")
+        self._refill(now)
+        self._tokens = min(self.burst, self._tokens + n)
+
     def reserve(self, n: int, now: float) -> float:
         """Take ``n`` bytes; the seconds to wait before sending them (0.0: send now)."""
         if n < 0:

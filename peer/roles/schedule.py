@@ -12,6 +12,15 @@ set by a stream): the pieces of every window (the newest window first), then the
 pieces when a window asks for them (an MP4 index often sits there), then the rest in order.
 Moving or clearing a window ends no query: pieces in flight are never asked again for it.
 
+A window that jumps (a new one, or one moved outside its old span: Play, a seek) whose first piece
+is missing starts a *rush*: its first :data:`RUSH_BYTES` (at most :data:`RUSH_PIECES` pieces) are all that is asked until they are
+verified (the first piece alone in one query, so that it comes first), and every query in flight
+that holds none of them is ended at once.  A holder shares its upload between the queries it
+answers, so without that the piece a player waits for would come at the pace of a tenth of the
+holder's upload, behind a few seconds of pieces asked before the jump.  What a rush ends costs at
+most the piece each ended query was in the middle of (counted in ``preempted_bytes``); the pieces
+those queries had brought are kept, and the rest go back to the queue.
+
 Queries are named by the scheduler's own ids (``Request.query``); the stream id the onion core
 gives a query is the caller's business.
 """
@@ -29,7 +38,7 @@ SLOTS_PER_CIRCUIT = 2  # queries in flight per circuit: the next is asked before
 MAX_BLOCK = 32  # pieces per query
 STALL_AFTER = 8.0  # seconds without data before a query is abandoned
 FIRST_ANSWER_WITHIN = 30.0  # seconds for the first DB_CONNECTED of a query
-SLOW_FACTOR = 0.3  # a circuit slower than this fraction of the best is replaced
+SLOW_FACTOR = 0.3  # a circuit slower than this fraction of the median circuit is replaced
 MIN_AGE_FOR_SLOW = 4.0  # seconds a circuit has before it can be called slow
 MAX_FAILURES = 2  # stalls, bad pieces, malformed or refused deliveries before a circuit is replaced
 NO_CIRCUIT_GIVE_UP = 30.0  # seconds with no working circuit before the download fails
@@ -40,6 +49,9 @@ UNAVAILABLE_PAUSE_MAX = 8.0  # the longest such pause
 UNAVAILABLE_LIMIT = 2  # UNAVAILABLE answers from one ORDB before the download avoids it (if others deliver)
 UNAVAILABLE_COOLDOWN = 60.0  # seconds such an ORDB is avoided
 MIN_RATED = 2  # finished queries a circuit needs before it can be called slow
+RUSH_BYTES = 256 << 10  # the bytes from a jumping window's first piece asked before anything else
+RUSH_PIECES = 4  # and at most this many pieces
+NEAR_BYTES = 2 << 20  # a window's first bytes are asked one piece per query (they arrive in order)
 
 
 class Rng(Protocol):
@@ -125,6 +137,7 @@ class Query:
     connected: float | None = None
     got: int = 0  # bytes of the current delivery
     duplicate: bool = False  # an end-game query
+    solo: bool = False  # asked in a rush, with the holder's upload to itself: its rate is not comparable
 
     @property
     def pieces(self) -> range:
@@ -181,6 +194,11 @@ class FetchScheduler:
         self.unavailable: dict[bytes, int] = {}  # ORDB -> UNAVAILABLE answers to piece queries
         self.reasons: dict[str, int] = {}  # replacements by reason
         self.delivering: list[int] = []  # circuits that brought data, one count per police round
+        self.rush: list[int] = []  # pieces asked before anything else (a window jumped), in order
+        self._pending_rush: tuple[int, int] | None = None  # a jump before the manifest was known
+        self._preempt = False  # the next schedule() ends the queries holding no rush piece
+        self.preempted = 0  # queries ended by a rush
+        self.preempted_bytes = 0  # bytes of the pieces those queries were in the middle of
 
     # ---- circuits --------------------------------------------------------------------------------
     def live(self) -> list[FetchCircuit]:
@@ -215,7 +233,7 @@ class FetchScheduler:
         return out
 
     def police(self, now: float) -> list[Action]:
-        """Abandon stalled queries; replace circuits that keep failing, or much slower than the best."""
+        """Abandon stalled queries; replace circuits that keep failing, or much slower than the median one."""
         out: list[Action] = []
         live = self.live()
         for fc in live:
@@ -235,11 +253,13 @@ class FetchScheduler:
             self.delivering.append(len(active))
         rated = [c for c in live if c.measured and not c.retired]
         if len(rated) >= 3:
-            best = max(c.rate or 0.0 for c in rated)
+            # against the median, not the best: circuits that share one holder's upload see rates
+            # that differ by how many queries each had at the holder, not by what the circuit can do
+            typical = sorted(c.rate or 0.0 for c in rated)[len(rated) // 2]
             for fc in rated:
                 if active == {fc.circ}:
                     continue  # the only circuit bringing data now: replacing it would stop the download
-                if (fc.rate or 0.0) < SLOW_FACTOR * best and now - fc.created > MIN_AGE_FOR_SLOW:
+                if (fc.rate or 0.0) < SLOW_FACTOR * typical and now - fc.created > MIN_AGE_FOR_SLOW:
                     self._retire(fc, "much slower than the others", now, out)
                     break  # one at a time
         for circ in [c for c, fc in self.circuits.items() if fc.retired]:
@@ -277,6 +297,9 @@ class FetchScheduler:
         self.piece_size = piece_size
         self.piece_count = piece_count
         self.missing = {i for i in range(piece_count) if i not in have}
+        pending, self._pending_rush = self._pending_rush, None
+        if pending is not None:
+            self._start_rush(*pending)
 
     def set_window(self, owner: int, first: int, last: int, now: float, tail: int = 0) -> None:
         """``owner`` (a stream) wants pieces ``first..last`` first, and the share's last ``tail``
@@ -285,10 +308,30 @@ class FetchScheduler:
         self._window_seq += 1
         rank = old.rank if old is not None else (now, self._window_seq)
         self.windows[owner] = Window(first, last, max(0, tail), rank)
+        if old is None or not old.first <= first <= old.last + 1:  # Play, a seek: a jump
+            self._start_rush(first, last)
+
+    def _start_rush(self, first: int, last: int) -> None:
+        """The pieces from ``first`` go before anything else, if ``first`` is missing (a player
+        waits on it); once the manifest is known, the next schedule() ends what competes."""
+        if self.piece_size == 0:
+            self._pending_rush = (first, last)
+            return
+        stop = min(
+            last + 1, self.piece_count, first + max(1, min(RUSH_PIECES, RUSH_BYTES // self.piece_size))
+        )
+        rush = [i for i in range(max(0, first), stop) if i in self.missing]
+        if rush and rush[0] == first:
+            self.rush = rush
+            self._preempt = True
 
     def clear_window(self, owner: int) -> None:
         """``owner`` no longer wants anything first (its stream ended)."""
-        self.windows.pop(owner, None)
+        w = self.windows.pop(owner, None)
+        waits = self.rush and any(v.first <= self.rush[0] <= v.last for v in self.windows.values())
+        if w is not None and self.rush and w.first <= self.rush[0] <= w.last and not waits:
+            self.rush = []  # nobody waits for it any more
+            self._preempt = False
 
     def priority(self) -> list[range]:
         """The piece ranges asked before the contiguous order, most urgent first."""
@@ -320,6 +363,9 @@ class FetchScheduler:
         if not self.missing:
             return [Done()]
         out: list[Action] = []
+        self.rush = [i for i in self.rush if i in self.missing]
+        if self.rush:
+            return self._schedule_rush(now)
         free = [c for c in self.live() if len(c.queries) < SLOTS_PER_CIRCUIT and now >= c.not_before]
         if not free:
             return out
@@ -342,6 +388,42 @@ class FetchScheduler:
                 out.append(r)
         return out
 
+    def _schedule_rush(self, now: float) -> list[Action]:
+        """End the queries holding no rush piece (once per jump), then ask the rush pieces nobody
+        is fetching: the first one alone, the rest in one query, each on the fastest circuit
+        with room (one slot more than usual); nothing else until they are verified."""
+        out: list[Action] = []
+        if self._preempt:
+            self._preempt = False
+            rush = set(self.rush)
+            for q in list(self.queries.values()):
+                if q.count and rush.isdisjoint(q.pieces):
+                    self.preempted += 1
+                    self.preempted_bytes += q.got % max(
+                        1, self.piece_size
+                    )  # roughly: frames are a bit longer
+                    out += self._drop(q, DbEndReason.FINISHED)
+        idle = [i for i in self.rush if not self.inflight.get(i)]
+        if not idle:
+            return out
+        runs = [(idle[0], 1)]
+        rest = idle[1:]
+        while rest:
+            count = 1
+            while count < len(rest) and rest[count] == rest[0] + count:
+                count += 1
+            runs.append((rest[0], count))
+            rest = rest[count:]
+        for first, count in runs:
+            free = [c for c in self.live() if len(c.queries) <= SLOTS_PER_CIRCUIT and now >= c.not_before]
+            if not free:
+                break
+            fc = min(free, key=lambda c: (len(c.queries), -(c.rate or 0.0)))  # idle and fast first
+            r = self._request(fc, first, min(count, MAX_BLOCK), now)
+            self.queries[r.query].solo = True
+            out.append(r)
+        return out
+
     def _next_run(self, want: int) -> tuple[int, int, bool] | None:
         """The first missing piece nobody is fetching, in the windows' order, else the lowest one,
         and the run of such pieces after it (within its window)."""
@@ -349,11 +431,18 @@ class FetchScheduler:
         def idle_piece(i: int) -> bool:
             return i in self.missing and not self.inflight.get(i)
 
+        near = NEAR_BYTES // max(1, self.piece_size)
+        heads = {w.first for w in self.windows.values()}
         for span in self.priority():
+            # a holder shares its upload between the queries it answers, so a run of pieces comes
+            # at the pace of a share: near a playhead each query asks one piece, and the pieces
+            # come in order at the holder's whole pace
+            limit = 1 if span.start in heads else want
             for first in span:
                 if idle_piece(first):
+                    cap = limit if first - span.start < near else want
                     count = 1
-                    while count < want and first + count in span and idle_piece(first + count):
+                    while count < cap and first + count in span and idle_piece(first + count):
                         count += 1
                     return first, count, False
         idle = sorted(i for i in self.missing if not self.inflight.get(i))
@@ -449,7 +538,7 @@ class FetchScheduler:
         q = self.queries.get(query)
         if q is None:
             return []
-        if q.connected is not None:
+        if q.connected is not None and not q.solo:
             self.circuits[q.circ].observe_rate(q.got / max(now - q.connected, 1e-3))
         return self._drop(q, DbEndReason.FINISHED)
 

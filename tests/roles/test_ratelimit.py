@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -183,6 +186,49 @@ async def test_holder_reserves_each_chunk_before_sending_it() -> None:
         ).upload
         is None
     )  # no cap by default
+
+
+def test_a_refund_gives_back_what_was_reserved_and_not_sent() -> None:
+    b = TokenBucket(1000, 1000, now=0.0)
+    assert b.reserve(1000, 0.0) == 0.0
+    assert b.reserve(3000, 0.0) == pytest.approx(3.0)  # three senders queued behind the first
+    b.refund(2000, 0.0)  # two of them left before sending
+    assert b.reserve(500, 0.0) == pytest.approx(1.5)  # a newcomer waits only behind the one left
+    b.refund(10_000, 0.0)
+    assert b.available(0.0) == 1000  # never above the burst
+    with pytest.raises(UsageError):
+        b.refund(-1, 0.0)
+
+
+async def test_a_delivery_cancelled_while_it_waits_gives_its_place_back() -> None:
+    """A requester that ends its query (a seek's rush) must not leave its reserved bytes ahead of
+    the query the player now waits for."""
+    from typing import cast
+
+    from peer.proto.node import OnionNode
+    from peer.roles.holder import SEND_CHUNK, HolderService, _Plan
+    from peer.wire.ordb import DbQuery, DeliveryKind
+    from storage.chunkstore import ChunkStore
+
+    h = HolderService(
+        cast(OnionNode, _Node([])),
+        cast(ChunkStore, None),
+        kick=lambda: None,
+        build_ordb_circuit=lambda _: None,  # type: ignore[arg-type,return-value]
+        max_upload=SEND_CHUNK,  # one chunk a second; the bucket starts full
+    )
+    assert h.upload is not None
+    payload = bytes(3 * SEND_CHUNK)
+    plan = _Plan(DeliveryKind.MANIFEST, 0, len(payload), payload)
+    task = asyncio.ensure_future(h._deliver(1, 2, DbQuery(bytes(32), 0, 0, 0), plan, bytes(16)))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the first chunk goes at once, the second waits a second
+    loop = asyncio.get_running_loop()
+    assert h.upload.available(loop.time()) < 0
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert h.upload.reserve(SEND_CHUNK, loop.time()) == pytest.approx(1.0, abs=0.05)  # not 2 s
 
 
 # ---- the command line -----------------------------------------------------------------------------

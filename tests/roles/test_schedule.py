@@ -28,8 +28,8 @@ from peer.roles.schedule import (
 from peer.wire.ordb import DbEndReason
 
 PS = 1024
-A, B, C = 1, 2, 3  # circuit handles
-ORDB = {A: b"ordb-a", B: b"ordb-b", C: b"ordb-c"}
+A, B, C, D = 1, 2, 3, 4  # circuit handles
+ORDB = {A: b"ordb-a", B: b"ordb-b", C: b"ordb-c", D: b"ordb-d"}
 
 
 def scheduler(circuits: list[int], pieces: int, have: set[int] | None = None) -> FetchScheduler:
@@ -160,6 +160,28 @@ def test_a_slow_circuit_is_replaced_and_a_fast_one_is_not() -> None:
     assert ORDB[C] in s.avoid(MIN_AGE_FOR_SLOW + 2)
     assert ORDB[C] not in s.avoid(MIN_AGE_FOR_SLOW + 1 + RETIRE_COOLDOWN + 0.1)
     assert not [a for a in s.police(MIN_AGE_FOR_SLOW + 2) if isinstance(a, ReplaceCircuit)]
+
+
+def test_slow_is_judged_against_the_median_circuit_not_the_best() -> None:
+    """One circuit that had the shared holder nearly to itself must not make the others look slow."""
+    s = FetchScheduler(random.Random(5))
+    for c in (A, B, C, D):
+        s.add_circuit(c, ORDB[c], 0.0)
+    s.set_pieces(100, PS, set())
+    took = {A: 0.2, B: 1.0, C: 1.2, D: 1.4}  # A is 5x the median; B, C and D are alike
+    for r in requests(s.schedule(0.0)):
+        deliver(s, r, 0.0, took[r.circ])
+    assert not [a for a in s.police(MIN_AGE_FOR_SLOW + 1) if isinstance(a, ReplaceCircuit)]
+
+
+def test_a_query_of_a_rush_measures_no_rate() -> None:
+    """A rush query has the holder's upload to itself: its rate says nothing of the circuit."""
+    s = scheduler([A], 100)
+    s.set_window(1, 50, 59, 0.0)
+    head, rest = requests(s.schedule(0.0))
+    deliver(s, head, 0.0, 0.01)
+    deliver(s, rest, 0.0, 0.03)
+    assert s.circuits[A].rate is None and s.circuits[A].rated == 0
 
 
 def test_circuits_of_similar_speed_are_all_kept() -> None:
