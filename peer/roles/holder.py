@@ -52,7 +52,7 @@ MAX_BYTES_PER_QUERY = 32 << 20
 # serving costs.
 MAX_SERVING = 32
 HASH_NAMES_PER_CIRCUIT = 4
-SEND_CHUNK = 16 * 1024  # bytes per send: under an upload cap, a new query waits about one chunk per delivery running
+SEND_CHUNK = 16 * 1024  # bytes per send: under a cap a new query waits a chunk per delivery running
 ANNOUNCE_RETRY_FIRST = 1.0  # seconds before a failed announcement is tried again; doubles each time
 ANNOUNCE_RETRY_MAX = 60.0
 
