@@ -146,6 +146,7 @@ class Download:
         self._pending: list[VerifiedPiece] = []
         self._started = clock()
         self._quarter = 0
+        self._top_up: asyncio.Future[None] | None = None  # circuits being built beside the loop
         self.listeners: list[Callable[[Progress], None]] = []
 
     # ---- the main loop ---------------------------------------------------------------------------
@@ -320,19 +321,27 @@ class Download:
                 self._apply(self.sched.circuit_closed(circ))
 
     async def _police(self, now: float) -> None:
-        """Replace slow or stalled circuits, and keep the number of circuits up."""
+        """Replace slow or stalled circuits, and keep the number of circuits up (built beside the
+        loop: a build takes round trips, and the circuits we have must be kept busy meanwhile)."""
         self._sync_closed()
         self._apply(self.sched.police(now))
-        try:
-            await self._ensure_circuits()
-        except PeerError as exc:
-            log.debug("no replacement circuit: %s", exc)
+        if self._top_up is None or self._top_up.done():
+            self._top_up = asyncio.ensure_future(self._build_missing())
         stop = self.sched.stranded(now)
         if stop is not None:
             raise DownloadError(stop.reason)
         elapsed = max(now - self._started, 1e-6)
         self.progress.rate = self.progress.bytes_verified / elapsed
         self._notify()
+
+    async def _build_missing(self) -> None:
+        before = len(self.sched.live())
+        try:
+            await self._ensure_circuits()
+        except PeerError as exc:
+            log.debug("no replacement circuit: %s", exc)
+        if len(self.sched.live()) > before:
+            self._wake.set()  # a new circuit: fill its slots now
 
     # ---- the playhead ------------------------------------------------------------------------------
     def want(self, owner: int, first: int, last: int, *, tail: int = 0) -> None:
@@ -387,6 +396,8 @@ class Download:
         self._wake.set()
 
     def _cancel_all(self) -> None:
+        if self._top_up is not None:
+            self._top_up.cancel()
         self._apply(self.sched.close())
         for circ in self.sched.circuits:
             if circ in self.node.circuits:

@@ -16,6 +16,7 @@ from peer.proto import events as ev
 from peer.roles.fetch import Download, DownloadError
 from peer.roles.holder import HolderService
 from peer.roles.ordb import OrdbService
+from peer.roles.ratelimit import TokenBucket
 from peer.testing.swarm import Swarm
 from peer.wire.commands import RelayCommand
 from peer.wire.ordb import DbEnd, DbEndReason, DbQuery
@@ -377,4 +378,33 @@ async def test_a_holder_answering_fewer_pieces_than_asked_still_completes_the_do
     asked = [q.count for q in net.queries if q.count]
     assert max(asked) > 2, asked  # the requester asked for more than the holder would give at once
     assert len(asked) >= 31 // 2, asked  # so it had to ask again for what was left out
+    await net.holder.close()
+
+
+async def test_a_circuit_being_built_does_not_hold_up_the_circuits_we_have(
+    swarm: Swarm, store: ChunkStore, mine: ChunkStore, tmp_path: Path
+) -> None:
+    """A replacement or extra circuit is built beside the fetch loop: while a build hangs, the
+    circuit we have keeps asking for pieces, and the download completes."""
+    net = Net(swarm, store)
+    hn, data = await share(store, tmp_path)
+    net.holder.announce_soon(hn)
+    await until(lambda: hn in net.ordb.holders)
+    net.holder.upload = TokenBucket(len(data) / 2, PIECE, now=asyncio.get_running_loop().time())  # 2 s
+    d = net.download(mine, hn)
+    hanging = asyncio.Event()
+    first_build = d._build
+
+    async def build(exclude: set[bytes]) -> tuple[int, bytes]:
+        if net.built:  # the first circuit is built; every later build never ends
+            hanging.set()
+            await asyncio.Event().wait()
+        return await first_build(exclude)
+
+    d._build = build
+    d.want_circuits = 3
+    d._count_ordbs = lambda: 3 if net.built else 1  # once one is built, two more are wanted
+    progress = await asyncio.wait_for(d.run(), 20)
+    assert progress.state == "verified" and hanging.is_set()
+    assert (await mine.read_range(hn, 0, len(data))).data == data
     await net.holder.close()
