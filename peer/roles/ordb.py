@@ -56,8 +56,6 @@ Stream = tuple[int, int]  # (circuit handle, stream id)
 PUBLISH_RETRY_FIRST = 2.0  # seconds before a provider record no other node took is published again
 PUBLISH_ATTEMPTS = 6
 FORWARD_TRIES = 3  # provider records tried per forwarded query
-PROVIDER_LOOKUPS = 3  # DHT lookups before a forward gives up on a hash_name no provider record names
-LOOKUP_PAUSE = 1.0  # seconds before the next of them (doubling): a share announced a moment ago
 PROVIDERS_KEPT = 30.0  # seconds the providers a lookup found serve further forwards of the hash_name
 PROVIDERS_CACHED = 256  # hash_names whose providers are kept
 
@@ -105,8 +103,6 @@ class OrdbService:
         )
         self.publish_retries = 0
         self.last_forward_error = ""
-        self.provider_lookups = PROVIDER_LOOKUPS
-        self.lookup_pause = LOOKUP_PAUSE
         self._providers: OrderedDict[bytes, tuple[float, list[object]]] = OrderedDict()
         self._background = Background()
         self._timer: asyncio.TimerHandle | None = None
@@ -255,7 +251,7 @@ class OrdbService:
     async def _forward_query(self, stream: Stream, fwd: DbQuery) -> None:
         """No local holder: find the ORDB that serves it in the DHT and forward (counter + 1)."""
         assert self._forward is not None
-        providers = await self._providers_of(stream, fwd.hash_name)
+        providers = await self._providers_of(fwd.hash_name)
         self.rng.shuffle(providers)
         for prov in providers[:FORWARD_TRIES]:
             if not self.table.is_open(stream):
@@ -270,34 +266,29 @@ class OrdbService:
                 return
         self._run(self.table.forward_failed(stream))
 
-    async def _providers_of(self, stream: Stream, hash_name: bytes) -> list[object]:
-        """The ORDBs the DHT names for ``hash_name``: those found less than ``PROVIDERS_KEPT``
-        seconds ago, else a lookup, tried again after a pause while it finds none (a share
-        announced a moment ago: its ORDBs are publishing) and the requester still waits."""
+    async def _providers_of(self, hash_name: bytes) -> list[object]:
+        """The ORDBs the DHT names for ``hash_name``: those a lookup found less than
+        ``PROVIDERS_KEPT`` seconds ago (a download asks many small queries), else a lookup.
+
+        A lookup that finds nobody is not made again while the query waits: the requester, told
+        UNAVAILABLE at once, asks elsewhere, where a stream's piece may come sooner."""
         assert self._find_providers is not None
         kept = self._providers.get(hash_name)
         if kept is not None and kept[0] > self._now():
             return list(kept[1])
-        pause = self.lookup_pause
-        for attempt in range(self.provider_lookups):
-            if attempt:
-                await asyncio.sleep(pause)
-                pause *= 2
-                if not self.table.is_open(stream):
-                    return []
-            try:
-                providers = await self._find_providers(hash_name)
-            except (PeerError, OSError) as exc:
-                self.last_forward_error = f"provider lookup failed: {exc}"
-                continue
-            if providers:
-                self._providers[hash_name] = (self._now() + PROVIDERS_KEPT, list(providers))
-                self._providers.move_to_end(hash_name)
-                while len(self._providers) > PROVIDERS_CACHED:
-                    self._providers.popitem(last=False)
-                return list(providers)
+        try:
+            providers = await self._find_providers(hash_name)
+        except (PeerError, OSError) as exc:
+            self.last_forward_error = f"provider lookup failed: {exc}"
+            return []
+        if not providers:
             self.last_forward_error = "no provider record for the hash_name in the DHT"
-        return []
+            return []
+        self._providers[hash_name] = (self._now() + PROVIDERS_KEPT, list(providers))
+        self._providers.move_to_end(hash_name)
+        while len(self._providers) > PROVIDERS_CACHED:
+            self._providers.popitem(last=False)
+        return list(providers)
 
     async def _answer_locally(self, stream: Stream, msg: DbQuery) -> None:
         """We hold (or fetch) this hash_name ourselves: answer from our store, or pair with a

@@ -371,7 +371,9 @@ class FetchScheduler:
             return out
         rates = [c.rate for c in self.circuits.values() if c.rate]
         default = sorted(rates)[len(rates) // 2] if rates else None
-        free.sort(key=lambda c: -(c.rate or default or 1e12))  # unknown ones get a chance
+        # the first pieces (a playhead's) to circuits that have delivered, fastest first; one that
+        # has not yet (its ORDB may still be looking for a holder) gets the next ones
+        free.sort(key=lambda c: (c.rate is None and c.bytes == 0, -(c.rate or default or 0.0)))
         ps = self.piece_size
         for fc in free:
             while len(fc.queries) < SLOTS_PER_CIRCUIT:
