@@ -231,3 +231,15 @@ async def test_a_downloads_window_is_what_its_first_query_asks(
     d.unwant(STREAM)
     assert not d.sched.windows
     await net.holder.close()
+
+
+def test_a_playheads_first_pieces_go_to_circuits_that_have_delivered() -> None:
+    """A circuit that has brought nothing yet (its ORDB may still look for a holder) gets the
+    later pieces, not the median rate's place among those that deliver."""
+    s = scheduler([A, C], N, have={40})
+    for r in requests(s.schedule(0.0)):
+        deliver(s, r, 0.0, 4.0 if r.circ == A else 1.0)  # both rated: C four times A
+    s.add_circuit(B, ORDB[B], 5.0)  # newer, nothing delivered
+    s.set_window(STREAM, 40, 59, 5.0)  # held: no rush
+    rs = requests(s.schedule(5.0))
+    assert [r.circ for r in rs] == [C, C, A, A, B, B], rs
