@@ -102,7 +102,8 @@ class Peer:
             ),
         )
         self.driver = NodeDriver(self.node, recorder=recorder)
-        self.driver.allow_exit_to = lambda host: True  # the node's exit policy decides
+        # a BEGIN passed the policy by its name; the driver checks what the name resolved to
+        self.driver.allow_exit_to = config.exit_policy.allows_address
         self.driver.on_event = self._on_event
         self.view = PeerView(keys.node_id)
         self.links = LinkManager(

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -165,7 +166,8 @@ class NodeDriver:
         self.bytes_in = 0  # link bytes received and sent, all channels (the UI's bandwidth chart)
         self.bytes_out = 0
         self.on_event: Callable[[ev.Event], None] | None = None
-        self.allow_exit_to: Callable[[str], bool] = _loopback_only
+        # (name asked, address it resolved to, port): may the exit connect there?
+        self.allow_exit_to: Callable[[str, str, int], bool] = _loopback_only
 
     def now(self) -> float:
         return self._clock()
@@ -367,13 +369,18 @@ class NodeDriver:
     # ---- exit side ----------------------------------------------------------------------------
     async def _serve_exit(self, e: ev.ExitConnectRequested, stream: OnionStream) -> None:
         """Connect to the destination a BEGIN asked for and pump bytes both ways."""
-        if not self.allow_exit_to(e.host):
+        try:
+            address = await asyncio.wait_for(self._resolve_checked(e.host, e.port), 15)
+        except (OSError, TimeoutError):
+            address = ""
+        if not address:
             self._streams.pop((e.circ, e.stream_id), None)
-            self.node.exit_failed(e.circ, e.stream_id, EndReason.EXITPOLICY)
+            reason = EndReason.RESOLVEFAILED if address == "" else EndReason.EXITPOLICY
+            self.node.exit_failed(e.circ, e.stream_id, reason)
             self.flush()
             return
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(e.host, e.port), 15)
+        try:  # exactly the address checked: no second resolution
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, e.port), 15)
         except (OSError, TimeoutError):
             self._streams.pop((e.circ, e.stream_id), None)
             self.node.exit_failed(e.circ, e.stream_id, EndReason.CONNECTREFUSED)
@@ -413,6 +420,18 @@ class NodeDriver:
             up.cancel()
             writer.close()
 
+    async def _resolve_checked(self, host: str, port: int) -> str | None:
+        """The address to connect to: ``host`` resolved, and every address it resolved to
+        allowed by :attr:`allow_exit_to`; None if one is refused (a name that resolves to a
+        public and a local address is refused whole); OSError if it does not resolve."""
+        infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise OSError(f"{host!r} resolved to no address")
+        if not all(self.allow_exit_to(host, a, port) for a in addresses):
+            return None
+        return addresses[0]
+
     async def close(self) -> None:
         self._closed = True
         if self._timer is not None:
@@ -441,9 +460,11 @@ def _end_message(e: ev.StreamEnded) -> str:
     return f"stream ended by the remote side: {name}"
 
 
-def _loopback_only(host: str) -> bool:
-    """Default extra guard for exits in tests and demos: loopback destinations only."""
+def _loopback_only(name: str, address: str, port: int) -> bool:
+    """The exit's guard by default (tests and demos): resolved loopback addresses only."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        return host == "localhost"
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)

@@ -2,8 +2,13 @@
 
 The default policy rejects everything (DESIGN §5: exits are opt-in).  A policy is a
 list of rules tried in order: ``accept 127.0.0.1:*``, ``reject *:25``, ``accept *:80-443``.
-Host names are matched literally ("*" matches any); the policy is checked before any
-resolution, so a name is accepted only by a "*" host rule or an exact name rule.  A rule's
+Host names are matched literally ("*" matches any) when a BEGIN arrives, before any
+resolution: a name is accepted only by a "*" host rule or an exact name rule.  The exit then
+resolves the name and checks every address it resolved to (:meth:`ExitPolicy.allows_address`)
+before it connects to exactly the address checked: ``localhost``, ``2130706433`` or
+``0x7f000001`` meet the rules for 127.0.0.1.  A loopback, private, link-local, unspecified,
+multicast or reserved address needs an accept rule naming its address or network: ``*`` and
+name rules never reach them.  A rule's
 host is "*", an address or network (IPv6 in brackets, tor's ``[2001:db8::]/32`` too) or a
 DNS name; anything else is a parse error, never a rule that silently matches nothing.  An
 IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is matched as the IPv4 address it reaches.
@@ -109,3 +114,36 @@ class ExitPolicy:
             if rule.matches(host, port):
                 return rule.accept
         return False
+
+    def allows_address(self, name: str, address: str, port: int) -> bool:
+        """After resolution: may the exit connect to ``address`` (what ``name`` resolved to)?
+
+        Rules are tried in order, each matching the name as asked or the address; an address
+        that is not public is reached only through a rule naming its address or network."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # e.g. a scoped IPv6 address: never connected to
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        local = _not_public(ip) or (mapped is not None and _not_public(mapped))
+        for rule in self.rules:
+            if not rule.port_lo <= port <= rule.port_hi:
+                continue
+            by_address = rule.host != "*" and rule.matches(str(ip), port)
+            if not (by_address or rule.matches(name, port)):
+                continue
+            if rule.accept and local and not by_address:
+                continue  # "*" or a name rule does not open a local network
+            return rule.accept
+        return False
+
+
+def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or ip.is_unspecified
+        or ip.is_multicast
+        or ip.is_reserved
+    )

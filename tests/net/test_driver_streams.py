@@ -9,10 +9,12 @@ what refuses the rest.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -153,7 +155,7 @@ async def test_a_reset_by_the_server_is_an_error_with_its_reason(swarm: Swarm, t
 
 async def test_the_exit_driver_refuses_what_its_guard_refuses(swarm: Swarm) -> None:
     refused = "127.0.0.9"  # loopback, so a broken refusal could only reach this machine
-    swarm.peers[2].driver.allow_exit_to = lambda host: host != refused
+    swarm.peers[2].driver.allow_exit_to = lambda name, address, port: address != refused
     circ = await swarm.build_circuit(0, [1, 2])
     with pytest.raises(StreamError) as info:
         await swarm.open_stream(0, circ, refused, 80)
@@ -162,21 +164,50 @@ async def test_the_exit_driver_refuses_what_its_guard_refuses(swarm: Swarm) -> N
 
 
 @pytest.mark.parametrize(
-    ("host", "allowed"),
+    ("address", "allowed"),
     [
         ("127.0.0.1", True),
         ("127.8.0.1", True),
         ("::1", True),
-        ("localhost", True),
-        ("example.invalid", False),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.1", False),
         ("2001:db8::1", False),
-        ("localhost.example", False),
+        ("localhost", False),  # a name is never an address: the guard sees what it resolved to
     ],
 )
-def test_the_default_exit_guard_allows_loopback_only(swarm: Swarm, host: str, allowed: bool) -> None:
+def test_the_default_exit_guard_allows_loopback_only(swarm: Swarm, address: str, allowed: bool) -> None:
     """A pure check of the driver's default guard: nothing is connected to."""
     assert swarm.peers[2].driver.allow_exit_to is _loopback_only
-    assert _loopback_only(host) is allowed
+    assert _loopback_only("asked", address, 80) is allowed
+
+
+@pytest.mark.parametrize("spelling", ["localhost", "2130706433", "0x7f000001", "127.1", "0177.0.0.1"])
+async def test_every_spelling_of_a_rejected_address_is_refused_after_resolution(
+    swarm: Swarm, tcp: Tcp, spelling: str
+) -> None:
+    """The policy rejects 127.0.0.0/8 and accepts everything else: the BEGIN's name passes the
+    name check, and what it resolves to is refused; nothing is connected to."""
+    policy = ExitPolicy.parse("reject 127.0.0.0/8:*, accept *:*")
+    assert policy.allows(spelling, 80)  # as a name, before resolution
+    seen: list[str] = []
+
+    def guard(name: str, address: str, port: int) -> bool:
+        seen.append(address)
+        return policy.allows_address(name, address, port)
+
+    swarm.peers[2].driver.allow_exit_to = guard
+    connected: list[int] = []
+
+    async def sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        connected.append(1)
+        w.close()
+
+    port = await tcp.start(sink)
+    circ = await swarm.build_circuit(0, [1, 2])
+    with pytest.raises(StreamError) as info:
+        await swarm.open_stream(0, circ, spelling, port)
+    assert info.value.end_reason == EndReason.EXITPOLICY
+    assert seen and all(ipaddress.ip_address(a).is_loopback for a in seen) and connected == []
 
 
 async def test_localhost_is_a_loopback_destination(swarm: Swarm, tcp: Tcp) -> None:
@@ -306,3 +337,16 @@ async def test_close_stops_a_driver_with_live_links_and_timers() -> None:
         d: NodeDriver = a.driver
         await d.close()
         assert a.node.channels == {} and a.links[1].closed
+
+
+async def test_a_peers_exit_checks_its_policy_on_what_a_name_resolved_to(tmp_path: Path) -> None:
+    """The runtime gives the driver its exit policy's address check, not a guard that allows all:
+    with ``accept *:*``, a name that resolves to loopback is still refused."""
+    from peer.net.keystore import load_or_create_keys
+    from peer.node import Peer, PeerConfig
+
+    cfg = PeerConfig(data_dir=tmp_path, host="127.0.0.1", exit_policy=ExitPolicy.parse("accept *:*"))
+    peer = Peer(cfg, load_or_create_keys(tmp_path, stable=False))
+    guard = peer.driver.allow_exit_to
+    assert not guard("localhost", "127.0.0.1", 80) and not guard("intranet", "10.0.0.1", 80)
+    assert guard("example.com", "93.184.216.34", 80)

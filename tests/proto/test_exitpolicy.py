@@ -134,3 +134,45 @@ def test_parse_gives_a_policy_or_a_usage_error(text: str) -> None:
     for rule in policy.rules:
         assert 1 <= rule.port_lo <= rule.port_hi <= 65535
         assert rule.host
+
+
+# ---- after resolution: the addresses a name resolved to (issue 16's exit policy bypass) ----------
+LOCAL = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "0.0.0.0", "224.0.0.1"]
+LOCAL += ["::1", "fe80::1", "fc00::1", "::", "::ffff:127.0.0.1", "::ffff:10.0.0.1"]
+
+
+@pytest.mark.parametrize("address", LOCAL)
+def test_star_and_name_rules_never_reach_a_local_address(address: str) -> None:
+    p = ExitPolicy.parse("accept localhost:*, accept *:*")
+    assert not p.allows_address("localhost", address, 80)
+    assert not p.allows_address("example.com", address, 80)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1::1"])
+def test_a_public_address_is_allowed_by_star(address: str) -> None:
+    assert ExitPolicy.parse("accept *:*").allows_address("example.com", address, 443)
+    assert not ExitPolicy.parse("accept *:80").allows_address("example.com", address, 443)
+    assert not ExitPolicy.reject_all().allows_address("example.com", address, 443)
+
+
+def test_an_address_rule_opens_exactly_its_network() -> None:
+    p = ExitPolicy.parse("accept 127.0.0.1:*, accept 10.0.0.0/8:8080")
+    assert p.allows_address("localhost", "127.0.0.1", 80)
+    assert p.allows_address("x", "::ffff:127.0.0.1", 80)  # the IPv4 address it reaches
+    assert not p.allows_address("localhost", "127.0.0.2", 80)
+    assert p.allows_address("svc", "10.9.9.9", 8080) and not p.allows_address("svc", "10.9.9.9", 80)
+    assert not p.allows_address("x", "fe80::1%eth0", 80)  # scoped: never
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::ffff:127.0.0.1"])
+def test_a_reject_rule_catches_the_resolved_address_of_any_spelling(address: str) -> None:
+    p = ExitPolicy.parse("reject 127.0.0.0/8:*, accept *:*")
+    for name in ("localhost", "2130706433", "0x7f000001", "127.1"):
+        assert p.allows(name, 80)  # a name: the BEGIN check cannot tell
+        assert not p.allows_address(name, address, 80)
+
+
+def test_a_name_rule_still_decides_for_public_addresses() -> None:
+    p = ExitPolicy.parse("reject evil.example:*, accept *:*")
+    assert not p.allows_address("evil.example", "93.184.216.34", 80)
+    assert p.allows_address("good.example", "93.184.216.34", 80)
