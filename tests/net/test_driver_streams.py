@@ -170,7 +170,7 @@ async def test_the_exit_driver_refuses_what_its_guard_refuses(swarm: Swarm) -> N
         ("127.8.0.1", True),
         ("::1", True),
         ("::ffff:127.0.0.1", True),
-        ("10.0.0.1", False),
+        ("10.0.0.1", False),  # a value for the pure check below: never connected to
         ("2001:db8::1", False),
         ("localhost", False),  # a name is never an address: the guard sees what it resolved to
     ],
@@ -349,4 +349,4 @@ async def test_a_peers_exit_checks_its_policy_on_what_a_name_resolved_to(tmp_pat
     peer = Peer(cfg, load_or_create_keys(tmp_path, stable=False))
     guard = peer.driver.allow_exit_to
     assert not guard("localhost", "127.0.0.1", 80) and not guard("intranet", "10.0.0.1", 80)
-    assert guard("example.com", "93.184.216.34", 80)
+    assert guard("example.com", "93.184.216.34", 80)  # a public address as a value: never connected to

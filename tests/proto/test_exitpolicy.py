@@ -148,6 +148,8 @@ def test_star_and_name_rules_never_reach_a_local_address(address: str) -> None:
     assert not p.allows_address("example.com", address, 80)
 
 
+# public addresses as values for the pure policy check (documentation ranges count as private):
+# nothing in this file opens a socket
 @pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1::1"])
 def test_a_public_address_is_allowed_by_star(address: str) -> None:
     assert ExitPolicy.parse("accept *:*").allows_address("example.com", address, 443)

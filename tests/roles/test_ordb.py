@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -255,16 +255,24 @@ async def providers(hash_name: bytes) -> list[object]:
     return ["the other ORDB"]
 
 
-@pytest.mark.parametrize("counter", [3, 4])
-async def test_a_forward_carries_the_counter_and_is_refused_at_5(swarm: Swarm, counter: int) -> None:
-    calls: list[int] = []
-    near = ordb_at(swarm, find_providers=providers, forward=await forward_between(swarm, calls))
+async def forwarding(
+    swarm: Swarm, find: Callable[[bytes], Awaitable[list[object]]], calls: list[int]
+) -> tuple[OrdbService, OrdbService, FakeHolder, Requester]:
+    """A requester linked to an ORDB with no holder, which forwards to the ORDB an honest holder announced to."""
+    near = ordb_at(swarm, find_providers=find, forward=await forward_between(swarm, calls))
     far = ordb_at(swarm, OTHER_ORDB)
     holder = FakeHolder(swarm, HONEST, b"truth" * 100)
     await holder.announce(OTHER_ORDB)
     await until(lambda: HN in far.holders)
     req = Requester(swarm)
     await req.connect(ORDB)
+    return near, far, holder, req
+
+
+@pytest.mark.parametrize("counter", [3, 4])
+async def test_a_forward_carries_the_counter_and_is_refused_at_5(swarm: Swarm, counter: int) -> None:
+    calls: list[int] = []
+    near, far, holder, req = await forwarding(swarm, providers, calls)
 
     a = req.ask(ask(counter))
     await until(lambda: a.end is not None)
@@ -421,14 +429,7 @@ async def test_a_forward_reuses_the_providers_it_found_for_the_next_queries(swar
         lookups.append(hash_name)
         return ["the other ORDB"]
 
-    calls: list[int] = []
-    near = ordb_at(swarm, find_providers=find, forward=await forward_between(swarm, calls))
-    far = ordb_at(swarm, OTHER_ORDB)
-    holder = FakeHolder(swarm, HONEST, b"truth" * 100)
-    await holder.announce(OTHER_ORDB)
-    await until(lambda: HN in far.holders)
-    req = Requester(swarm)
-    await req.connect(ORDB)
+    near, far, holder, req = await forwarding(swarm, find, [])
     for n in (1, 2, 3):
         a = req.ask(ask())
         await until(lambda a=a: a.end is not None)  # type: ignore[misc]
