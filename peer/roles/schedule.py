@@ -18,7 +18,7 @@ verified (the first piece alone in one query, so that it comes first), and every
 that holds none of them is ended at once.  A holder shares its upload between the queries it
 answers, so without that the piece a player waits for would come at the pace of a tenth of the
 holder's upload, behind a few seconds of pieces asked before the jump.  What a rush ends costs at
-most the piece each ended query was in the middle of (counted in ``preempted_bytes``); the pieces
+most the piece each ended query was in the middle of (ended queries are counted in ``preempted``); the pieces
 those queries had brought are kept, and the rest go back to the queue.
 
 Queries are named by the scheduler's own ids (``Request.query``); the stream id the onion core
@@ -198,7 +198,6 @@ class FetchScheduler:
         self._pending_rush: tuple[int, int] | None = None  # a jump before the manifest was known
         self._preempt = False  # the next schedule() ends the queries holding no rush piece
         self.preempted = 0  # queries ended by a rush
-        self.preempted_bytes = 0  # bytes of the pieces those queries were in the middle of
 
     # ---- circuits --------------------------------------------------------------------------------
     def live(self) -> list[FetchCircuit]:
@@ -401,9 +400,6 @@ class FetchScheduler:
             for q in list(self.queries.values()):
                 if q.count and rush.isdisjoint(q.pieces):
                     self.preempted += 1
-                    self.preempted_bytes += q.got % max(
-                        1, self.piece_size
-                    )  # roughly: frames are a bit longer
                     out += self._drop(q, DbEndReason.FINISHED)
         idle = [i for i in self.rush if not self.inflight.get(i)]
         if not idle:
